@@ -1,0 +1,158 @@
+//! Checkpoints: written whole into a temporary folder, synced, then renamed into place; the
+//! `latest` pointer is replaced atomically last. A kill at any moment leaves the previous
+//! checkpoint complete and `latest` pointing at it.
+
+use crate::config::TrainConfig;
+use crate::model::{DimModel, PriorDiscriminator};
+use anyhow::{Context, bail};
+use burn::config::Config;
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use std::path::{Path, PathBuf};
+
+/// Where training stands; saved as `state.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+pub struct Progress {
+    /// Optimiser steps taken so far.
+    pub step: usize,
+    /// Epoch in progress.
+    pub epoch: usize,
+    /// Next batch of that epoch.
+    pub batch: usize,
+}
+
+/// The trainable state (model, discriminator and both optimisers).
+pub struct TrainState {
+    pub model: DimModel,
+    pub optim: ModuleOptimizer,
+    pub disc: Option<PriorDiscriminator>,
+    pub disc_optim: ModuleOptimizer,
+}
+
+const KEEP: usize = 2;
+
+pub fn dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+fn io<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{}: {e}", path.display())
+}
+
+fn sync_dir(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Writes a checkpoint for `progress`; returns its folder.
+pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainState) -> anyhow::Result<PathBuf> {
+    let root = dir(out);
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let name = format!("step-{:08}", progress.step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    state.model.clone().into_record().save(tmp.join("model.bpk")).map_err(io(&tmp))?;
+    state.optim.save(tmp.join("optim.bpk")).map_err(io(&tmp))?;
+    if let Some(disc) = &state.disc {
+        disc.clone().into_record().save(tmp.join("disc.bpk")).map_err(io(&tmp))?;
+        state.disc_optim.save(tmp.join("disc_optim.bpk")).map_err(io(&tmp))?;
+    }
+    config.save(tmp.join("config.json")).map_err(io(&tmp))?;
+    std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&progress)?).map_err(io(&tmp))?;
+    for f in std::fs::read_dir(&tmp)?.flatten() {
+        std::fs::File::open(f.path()).and_then(|f| f.sync_all()).map_err(io(&f.path()))?;
+    }
+    let done = root.join(&name);
+    let _ = std::fs::remove_dir_all(&done);
+    std::fs::rename(&tmp, &done).map_err(io(&done))?;
+    sync_dir(&root);
+    let ptr_tmp = root.join(".latest.tmp");
+    std::fs::write(&ptr_tmp, &name).map_err(io(&ptr_tmp))?;
+    std::fs::File::open(&ptr_tmp).and_then(|f| f.sync_all()).map_err(io(&ptr_tmp))?;
+    std::fs::rename(&ptr_tmp, root.join("latest")).map_err(io(&root))?;
+    sync_dir(&root);
+    prune(&root, &name);
+    Ok(done)
+}
+
+/// Keeps the newest [`KEEP`] complete checkpoints (and never the one just written).
+fn prune(root: &Path, keep: &str) {
+    let mut all: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    all.sort();
+    let n = all.len();
+    for old in all.into_iter().take(n.saturating_sub(KEEP)) {
+        if old != keep {
+            let _ = std::fs::remove_dir_all(root.join(old));
+        }
+    }
+}
+
+/// The folder `latest` points to, if a checkpoint exists.
+pub fn latest(out: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let ptr = dir(out).join("latest");
+    match std::fs::read_to_string(&ptr) {
+        Ok(name) => {
+            let path = dir(out).join(name.trim());
+            if !path.join("state.json").exists() {
+                bail!("{} points to {}, which is missing or incomplete; point it at another step-* folder", ptr.display(), path.display());
+            }
+            Ok(Some(path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&ptr)(e)),
+    }
+}
+
+/// Resolves a user-given checkpoint path: a `step-*` folder, or a run folder (its latest).
+pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.join("state.json").exists() {
+        return Ok(path.to_path_buf());
+    }
+    latest(path)?.with_context(|| format!("{}: no checkpoint here (expected a run folder with checkpoints/latest, or a step-* folder)", path.display()))
+}
+
+pub fn load_config(ckpt: &Path) -> anyhow::Result<TrainConfig> {
+    TrainConfig::load_file(&ckpt.join("config.json"))
+}
+
+pub fn load_progress(ckpt: &Path) -> anyhow::Result<Progress> {
+    let p = ckpt.join("state.json");
+    serde_json::from_slice(&std::fs::read(&p).map_err(io(&p))?).with_context(|| format!("{}: corrupt", p.display()))
+}
+
+fn record(path: &Path) -> anyhow::Result<ModuleRecord> {
+    ModuleRecord::load(path).map_err(|e| anyhow::anyhow!("{}: {e}; the checkpoint is damaged, resume from an older step-* folder", path.display()))
+}
+
+/// Loads the model of a checkpoint onto `device`.
+pub fn load_model(ckpt: &Path, config: &TrainConfig, device: &Device) -> anyhow::Result<DimModel> {
+    let p = ckpt.join("model.bpk");
+    config.model_config().init(device).try_load_record(record(&p)?).map_err(io(&p))
+}
+
+/// Loads the whole trainable state of a checkpoint into `state`.
+pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: TrainState) -> anyhow::Result<TrainState> {
+    let model = load_model(ckpt, config, device)?;
+    let p = ckpt.join("optim.bpk");
+    let optim = state.optim.load(&p).map_err(io(&p))?;
+    let (disc, disc_optim) = match state.disc {
+        Some(d) => {
+            let p = ckpt.join("disc.bpk");
+            let d = d.try_load_record(record(&p)?).map_err(io(&p))?;
+            let p = ckpt.join("disc_optim.bpk");
+            (Some(d), state.disc_optim.load(&p).map_err(io(&p))?)
+        }
+        None => (None, state.disc_optim),
+    };
+    Ok(TrainState { model, optim, disc, disc_optim })
+}

@@ -1,0 +1,158 @@
+//! The training configuration: every field has a default, the resolved config is saved beside
+//! every checkpoint (`config.json`), and `--config FILE` (TOML or JSON) overrides the defaults.
+
+use crate::data::Augment;
+use crate::model::{DimModelConfig, EncoderConfig, LocalCriticKind};
+use crate::objective::{Estimator, Prior};
+use anyhow::{Context, bail};
+use burn::config::Config;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// The paper's encoder (rdevon/DIM basic32x32), 4.92 M parameters.
+    Dim32,
+    /// MCU encoder, 118 K parameters, 2.6 M MAC.
+    Tiny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// burn's Flex backend (pure Rust, SIMD, multi-threaded).
+    Cpu,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+    /// Any GPU through wgpu (build with `--features wgpu`).
+    Wgpu,
+}
+
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    #[config(default = "ModelKind::Dim32")]
+    pub model: ModelKind,
+    #[config(default = "LocalCriticKind::EncodeDot")]
+    pub local_critic: LocalCriticKind,
+    /// Width W of the encode-and-dot critic (paper: 2048; smaller trains faster on a CPU).
+    #[config(default = 2048)]
+    pub critic_width: usize,
+    #[config(default = "Estimator::Jsd")]
+    pub estimator: Estimator,
+    /// Weight of the global MI term (DIM(L): 0, DIM(G): 1).
+    #[config(default = 0.0)]
+    pub alpha: f64,
+    /// Weight of the local MI term (DIM(L): 1, DIM(G): 0).
+    #[config(default = 1.0)]
+    pub beta: f64,
+    /// Weight of the prior-matching term (DIM(L): 0.1, DIM(G): 1).
+    #[config(default = 0.1)]
+    pub gamma: f64,
+    #[config(default = "Prior::Uniform")]
+    pub prior: Prior,
+    /// Weight of the discriminator's gradient penalty.
+    #[config(default = 1.0)]
+    pub gradient_penalty: f64,
+    #[config(default = 1e-4)]
+    pub learning_rate: f64,
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Passes over the training split (the paper trains up to 1000).
+    #[config(default = 1000)]
+    pub epochs: usize,
+    /// Stop after this many optimiser steps in total (a checkpoint is written at the end).
+    #[config(default = "None")]
+    pub max_steps: Option<usize>,
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Images held out (the last ones of a seeded shuffle) for validation.
+    #[config(default = 5000)]
+    pub validation_size: usize,
+    /// Image data: a directory or file (see `trainer fit --help`); `None` = built-in shapes.
+    #[config(default = "None")]
+    pub data: Option<String>,
+    /// Number of built-in synthetic images when `data` is `None`.
+    #[config(default = 12000)]
+    pub synthetic_images: usize,
+    #[config(default = "Augment { crop_padding: 0, hflip: false }")]
+    pub augment: Augment,
+    /// Skip unreadable images with a warning instead of stopping.
+    #[config(default = false)]
+    pub skip_bad: bool,
+    #[config(default = "BackendKind::Cpu")]
+    pub backend: BackendKind,
+    /// Also write a checkpoint every this many steps (0 = only at epoch ends).
+    #[config(default = 0)]
+    pub checkpoint_every: usize,
+}
+
+impl TrainConfig {
+    pub fn encoder(&self) -> EncoderConfig {
+        match self.model {
+            ModelKind::Dim32 => EncoderConfig::dim32(),
+            ModelKind::Tiny => EncoderConfig::tiny(),
+        }
+    }
+
+    pub fn model_config(&self) -> DimModelConfig {
+        DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
+    }
+
+    /// Reads a TOML or JSON config; fields it leaves out keep their defaults.
+    pub fn load_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        // Merge the file over the defaults so a partial file is enough.
+        let mut value = serde_json::to_value(Self::new())?;
+        let over: serde_json::Value = if is_toml {
+            toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?
+        };
+        let (Some(base), serde_json::Value::Object(over)) = (value.as_object_mut(), over) else {
+            bail!("{}: expected a table of config fields", path.display());
+        };
+        for (k, v) in over {
+            if !base.contains_key(&k) {
+                bail!("{}: unknown config field `{k}`; known fields: {}", path.display(), base.keys().cloned().collect::<Vec<_>>().join(", "));
+            }
+            base.insert(k, v);
+        }
+        serde_json::from_value(value).with_context(|| format!("{}: a field has the wrong type", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.batch_size < 2 {
+            bail!("batch size {} is too small: DIM draws negatives from the other images of a batch (use ≥ 2, the paper uses 64)", self.batch_size);
+        }
+        if self.alpha <= 0.0 && self.beta <= 0.0 {
+            bail!("alpha (global) and beta (local) are both 0: nothing would train the encoder");
+        }
+        if [self.alpha, self.beta, self.gamma, self.learning_rate, self.gradient_penalty].iter().any(|v| !v.is_finite() || *v < 0.0) {
+            bail!("loss weights, learning rate and gradient penalty must be finite and ≥ 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_override_defaults_and_typos_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "model = \"tiny\"\ncritic_width = 256\nestimator = \"infonce\"\n[augment]\ncrop_padding = 4\nhflip = true\n").unwrap();
+        let c = TrainConfig::load_file(&p).unwrap();
+        assert_eq!((c.model, c.critic_width, c.estimator), (ModelKind::Tiny, 256, Estimator::InfoNce));
+        assert_eq!((c.batch_size, c.gamma, c.augment.crop_padding), (64, 0.1, 4));
+        std::fs::write(&p, "critic_widht = 3\n").unwrap();
+        let err = format!("{:#}", TrainConfig::load_file(&p).unwrap_err());
+        assert!(err.contains("critic_widht") && err.contains("c.toml"), "{err}");
+        // JSON round trip of the resolved config (what is saved beside checkpoints).
+        let j = dir.path().join("c.json");
+        c.save(&j).unwrap();
+        assert_eq!(TrainConfig::load_file(&j).unwrap().critic_width, 256);
+    }
+}

@@ -1,0 +1,174 @@
+//! IDX files (MNIST, Fashion-MNIST), raw or gzip-compressed: big-endian header
+//! `0 0 <type> <ndims>`, the dimensions as u32, then the data. Images are `u8 [N, H, W]`
+//! (grey; replicated to RGB and resized to 32×32), labels `u8 [N]`.
+
+use super::{DataError, ImageSource, Rgb32};
+use dim_runtime::preprocess::to_rgb32;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub struct Idx {
+    pixels: Vec<u8>,
+    labels: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    classes: Vec<String>,
+    path: PathBuf,
+}
+
+pub(super) fn is_idx_name(name: &str) -> bool {
+    name.contains("idx3-ubyte") || name.contains("idx1-ubyte")
+}
+
+/// The training images file in `dir` (and its labels file when present). Prefers `train-*`.
+pub(super) fn find_pair(dir: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("idx3-ubyte")))
+        .collect();
+    images.sort_by_key(|p| !p.file_name().unwrap().to_string_lossy().starts_with("train"));
+    let images = images.into_iter().next()?;
+    let name = images.file_name()?.to_str()?.replace("images-idx3", "labels-idx1");
+    let labels = dir.join(name);
+    Some((images.clone(), labels.exists().then_some(labels)))
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::format(path, format!("corrupt gzip stream ({e}); re-download the file")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX header and checks the payload length; returns (dims, payload).
+fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, std::ops::Range<usize>), DataError> {
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(DataError::format(path, "not an IDX file (bad magic number)"));
+    }
+    if bytes[2] != 0x08 {
+        return Err(DataError::format(path, format!("IDX element type 0x{:02x}; only unsigned bytes (0x08) are supported", bytes[2])));
+    }
+    if bytes[3] != want_dims {
+        return Err(DataError::format(path, format!("IDX file has {} dimensions, expected {want_dims}", bytes[3])));
+    }
+    let header = 4 + 4 * want_dims as usize;
+    if bytes.len() < header {
+        return Err(DataError::format(path, "IDX header is truncated"));
+    }
+    let dims: Vec<usize> = (0..want_dims as usize)
+        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
+        .collect();
+    let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    match want {
+        Some(n) if header + n == bytes.len() => Ok((dims, header..bytes.len())),
+        _ => Err(DataError::format(
+            path,
+            format!("header promises {:?} but the file holds {} data bytes: truncated or corrupt", dims, bytes.len() - header),
+        )),
+    }
+}
+
+impl Idx {
+    pub fn open(images: &Path, labels: Option<&Path>) -> Result<Self, DataError> {
+        let bytes = read_maybe_gz(images)?;
+        let (dims, body) = parse(images, &bytes, 3)?;
+        let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+        if n == 0 || rows == 0 || cols == 0 {
+            return Err(DataError::format(images, "IDX file holds no images"));
+        }
+        let pixels = bytes[body].to_vec();
+        let labels = match labels {
+            Some(lp) => {
+                let lb = read_maybe_gz(lp)?;
+                let (ld, lbody) = parse(lp, &lb, 1)?;
+                if ld[0] != n {
+                    return Err(DataError::format(lp, format!("{} labels for {n} images in {}", ld[0], images.display())));
+                }
+                lb[lbody].to_vec()
+            }
+            None => vec![0; n],
+        };
+        let k = labels.iter().copied().max().unwrap_or(0) as usize + 1;
+        Ok(Self { pixels, labels, rows, cols, classes: (0..k).map(|c| c.to_string()).collect(), path: images.to_path_buf() })
+    }
+}
+
+impl ImageSource for Idx {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn label(&self, i: usize) -> usize {
+        self.labels[i] as usize
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn load(&self, i: usize) -> Result<Rgb32, DataError> {
+        let px = self.rows * self.cols;
+        let mut out = [0u8; super::IMAGE_BYTES];
+        to_rgb32(&self.pixels[i * px..(i + 1) * px], self.cols, self.rows, 1, &mut out)
+            .map_err(|e| DataError::format(&self.path, e.to_string()))?;
+        Ok(out)
+    }
+    fn describe(&self) -> String {
+        format!("IDX {}×{} grey, {} images from {}", self.cols, self.rows, self.len(), self.path.display())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Write;
+
+    pub(crate) fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(data);
+        b
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_gz_and_raw_pairs_and_replicates_grey() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * 32 * 32).map(|i| (i / 1024 * 100) as u8).collect();
+        std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), gz(&idx_bytes(&[3, 32, 32], &data))).unwrap();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[3], &[4, 0, 7])).unwrap();
+        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), idx_bytes(&[1, 1, 1], &[0])).unwrap();
+        let src = super::super::open(dir.path()).unwrap();
+        assert_eq!(src.len(), 3);
+        assert_eq!((src.label(0), src.label(2)), (4, 7));
+        assert_eq!(src.classes().len(), 8);
+        let img = src.load(2).unwrap();
+        assert!(img.iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x-images-idx3-ubyte");
+        std::fs::write(&p, idx_bytes(&[2, 28, 28], &[0; 100])).unwrap();
+        let err = Idx::open(&p, None).err().unwrap().to_string();
+        assert!(err.contains("x-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+        std::fs::write(&p, b"\x1f\x8b garbage").unwrap();
+        let err = Idx::open(&p, None).err().unwrap().to_string();
+        assert!(err.contains("corrupt gzip"), "{err}");
+        std::fs::write(&p, idx_bytes(&[2, 2], &[0; 4])).unwrap();
+        assert!(Idx::open(&p, None).err().unwrap().to_string().contains("2 dimensions"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Image data: readers for the formats users have, a built-in synthetic set, and the loader.
+//!
+//! Every source yields 32×32 RGB images (HWC u8, see [`dim_runtime::preprocess`]) with a class
+//! label. Sources are indexed, so the loader can decode any subset in any order on worker threads
+//! while the backend trains on the previous batch.
+
+mod cifar_bin;
+pub mod fetch;
+mod folder;
+mod idx;
+mod loader;
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+
+pub use cifar_bin::CifarBinary;
+pub use folder::ImageFolder;
+pub use idx::Idx;
+pub use loader::{Augment, Batch, Loader, LoaderConfig};
+pub use synthetic::Shapes;
+
+/// Bytes in one 32×32 RGB image.
+pub const IMAGE_BYTES: usize = 32 * 32 * 3;
+/// One 32×32 RGB image, HWC.
+pub type Rgb32 = [u8; IMAGE_BYTES];
+
+/// Why data could not be read. Each variant names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot decode image ({reason}); remove or replace the file, or pass --skip-bad")]
+    Decode { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{path}: no images found; expected CIFAR-10 `*_batch*.bin`, IDX `*-images-idx3-ubyte[.gz]`, or `<class>/*.png|jpg` folders")]
+    Empty { path: PathBuf },
+}
+
+impl DataError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+    pub(crate) fn format(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Format { path: path.to_path_buf(), reason: reason.into() }
+    }
+}
+
+/// An indexed set of labelled images.
+pub trait ImageSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Class label of image `i`.
+    fn label(&self, i: usize) -> usize;
+    /// Class names, indexed by label.
+    fn classes(&self) -> &[String];
+    /// Decodes image `i` (resized/cropped to 32×32 RGB).
+    fn load(&self, i: usize) -> Result<Rgb32, DataError>;
+    /// Human-readable description of where the data comes from.
+    fn describe(&self) -> String;
+}
+
+/// Opens `path` as whichever supported format it holds.
+///
+/// A directory is searched for, in order: CIFAR-10 binary batches (`data_batch_*.bin`, also
+/// inside a `cifar-10-batches-bin/` subfolder), IDX image files, then `<class>/` image folders
+/// (also inside a `train/` subfolder). A single `.bin` or IDX file opens directly.
+pub fn open(path: &Path) -> Result<Box<dyn ImageSource>, DataError> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.is_file() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".bin") {
+            return Ok(Box::new(CifarBinary::open(&[path.to_path_buf()])?));
+        }
+        if idx::is_idx_name(name) {
+            return Ok(Box::new(Idx::open(path, None)?));
+        }
+        return Err(DataError::format(path, "unknown file type; expected a CIFAR-10 .bin batch or an IDX file"));
+    }
+    for dir in [path.to_path_buf(), path.join("cifar-10-batches-bin")] {
+        let batches = cifar_bin::train_batches(&dir);
+        if !batches.is_empty() {
+            return Ok(Box::new(CifarBinary::open(&batches)?));
+        }
+    }
+    if let Some((images, labels)) = idx::find_pair(path) {
+        return Ok(Box::new(Idx::open(&images, labels.as_deref())?));
+    }
+    for dir in [path.to_path_buf(), path.join("train")] {
+        if folder::looks_like_folder(&dir) {
+            return Ok(Box::new(ImageFolder::open(&dir)?));
+        }
+    }
+    Err(DataError::Empty { path: path.to_path_buf() })
+}
+
+/// Splits `0..n` with a seeded shuffle into (train, validation), the validation part being the
+/// last `val` indices of the shuffle (DESIGN.md: the last 5,000 of a fixed seeded shuffle).
+pub fn split(n: usize, val: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::{SeedableRng, seq::SliceRandom};
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let val = val.min(n / 2);
+    let valid = order.split_off(n - val);
+    (order, valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_seeded_disjoint_and_complete() {
+        let (a, b) = split(100, 10, 7);
+        let (a2, b2) = split(100, 10, 7);
+        assert_eq!((a.clone(), b.clone()), (a2, b2));
+        assert_eq!((a.len(), b.len()), (90, 10));
+        let mut all: Vec<_> = a.iter().chain(&b).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_ne!(split(100, 10, 8).1, b);
+    }
+
+    #[test]
+    fn open_missing_and_empty_paths_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open(&dir.path().join("nope")).err().unwrap().to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("no images found"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Evaluation of representations. `knn` is the quick probe `fit` reports at the end of a run.
+
+pub mod knn;

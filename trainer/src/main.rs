@@ -1,0 +1,205 @@
+//! The `trainer` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dim_trainer::config::{BackendKind, ModelKind, TrainConfig};
+use dim_trainer::model::LocalCriticKind;
+use dim_trainer::objective::Estimator;
+use dim_trainer::{bench, data, train};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "Train Deep InfoMax image encoders for edge devices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an encoder with Deep InfoMax.
+    ///
+    /// DATA may be: a folder of CIFAR-10 binary batches (data_batch_*.bin, as in the official
+    /// cifar-10-binary.tar.gz), a folder of `<class>/*.png|jpg` images, or a folder / file of IDX
+    /// images (MNIST, Fashion-MNIST; gz or raw). Without --data the built-in synthetic `shapes`
+    /// set is used. Outputs go to OUT: config.json, metrics.jsonl, checkpoints/step-*/ and
+    /// checkpoints/latest. Defaults are the paper's DIM(L): JSD, α=0 β=1 γ=0.1, Adam 1e-4, batch 64.
+    #[command(after_help = "Example:\n  trainer fit --data cifar/train --model tiny --critic-width 512 --epochs 10 --out runs/tiny\n  trainer fit --out runs/tiny --resume --epochs 20")]
+    Fit(FitArgs),
+    /// Measure training throughput (images per second) on synthetic batches.
+    Bench(BenchArgs),
+    /// Dataset tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(clap::Args)]
+struct FitArgs {
+    /// TOML or JSON file of config fields (see OUT/config.json of any run); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Image data (see above); default: built-in synthetic shapes.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/dim")]
+    out: PathBuf,
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
+    #[arg(long, value_enum)]
+    critic: Option<LocalCriticKind>,
+    /// Width of the encode-and-dot critic (paper: 2048).
+    #[arg(long)]
+    critic_width: Option<usize>,
+    #[arg(long, value_enum)]
+    estimator: Option<Estimator>,
+    /// Global MI weight α.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Local MI weight β.
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Prior-matching weight γ.
+    #[arg(long)]
+    gamma: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many steps in total (a checkpoint is written at the end).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// Random-crop padding in pixels (0 = off).
+    #[arg(long)]
+    crop_padding: Option<usize>,
+    /// Random horizontal flips.
+    #[arg(long)]
+    hflip: bool,
+    /// Skip unreadable images with a warning instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Write a checkpoint every N steps too (default: at epoch ends only).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Continue the run in OUT from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Train images embedded for the final kNN probe on Y (0 = skip).
+    #[arg(long, default_value_t = 10000)]
+    knn_images: usize,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(long, value_enum, default_value = "dim32")]
+    model: ModelKind,
+    #[arg(long, default_value_t = 2048)]
+    critic_width: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+    /// Prior weight γ (the paper's DIM(L) default 0.1 trains the discriminator too).
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download and verify (SHA-256) an official dataset archive, then unpack it.
+    Fetch {
+        /// Dataset name: cifar10.
+        name: String,
+        /// Destination folder.
+        #[arg(long)]
+        to: PathBuf,
+        /// Download from this URL instead (a mirror); the official SHA-256 is still checked.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Open a dataset and print what was found.
+    Inspect { path: PathBuf },
+}
+
+fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::load_file(p)?,
+        None => TrainConfig::new(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(model, critic_width, estimator, alpha, beta, gamma, epochs, batch_size, learning_rate, seed, backend, checkpoint_every);
+    if let Some(v) = a.critic {
+        c.local_critic = v;
+    }
+    if a.max_steps.is_some() {
+        c.max_steps = a.max_steps;
+    }
+    if let Some(d) = &a.data {
+        c.data = Some(d.to_string_lossy().into_owned());
+    }
+    if let Some(p) = a.crop_padding {
+        c.augment.crop_padding = p;
+    }
+    c.augment.hflip |= a.hflip;
+    c.skip_bad |= a.skip_bad;
+    Ok(c)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Fit(args) => {
+            let config = fit_config(&args)?;
+            ctrlc::set_handler(|| {
+                eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to abort at once)");
+                if train::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+            })
+            .context("cannot install the Ctrl-C handler")?;
+            let opts = train::FitOptions { resume: args.resume, progress: true, knn_images: args.knn_images };
+            let s = train::fit(config, &args.out, &opts)?;
+            println!("trained {} steps ({:.0} img/s); checkpoint: {}", s.steps, s.img_per_s, s.checkpoint.display());
+            println!("outputs in {}: config.json, metrics.jsonl, checkpoints/", args.out.display());
+            if s.interrupted {
+                std::process::exit(130);
+            }
+        }
+        Command::Bench(b) => {
+            let config = TrainConfig::new()
+                .with_model(b.model)
+                .with_critic_width(b.critic_width)
+                .with_batch_size(b.batch_size)
+                .with_backend(b.backend)
+                .with_gamma(b.gamma);
+            eprintln!("bench: {:?}, encode-and-dot critic W={}, batch {}, {} steps after {} warm-up", b.model, b.critic_width, b.batch_size, b.steps, b.warmup);
+            let ips = bench::run(&config, b.warmup, b.steps)?;
+            println!("{ips:.1} img/s");
+        }
+        Command::Data(DataCommand::Fetch { name, to, url }) => {
+            let a = data::fetch::archive(&name)?;
+            let path = data::fetch::fetch(url.as_deref().unwrap_or(a.url), a.file, a.sha256, &to)?;
+            println!("{} verified and unpacked into {}", path.display(), to.display());
+        }
+        Command::Data(DataCommand::Inspect { path }) => {
+            let src = data::open(&path)?;
+            println!("{}", src.describe());
+            println!("classes: {}", src.classes().join(", "));
+            let first = src.load(0)?;
+            println!("first image decoded: label {}, mean pixel {:.1}", src.label(0), first.iter().map(|&v| v as f64).sum::<f64>() / first.len() as f64);
+        }
+    }
+    Ok(())
+}

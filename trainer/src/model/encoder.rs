@@ -1,0 +1,160 @@
+//! The convolutional encoders: `dim32` (the paper's `basic32x32`) and `tiny` (for Cortex-M).
+//!
+//! Both map a `3×32×32` image in `[-1, 1]` to a local feature map (`C×8×8`, the M×M grid the
+//! local objective works on), a `conv` map (`C'×4×4`), an `fc` vector and the representation `Y`.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Encoder shape. `EncoderConfig::dim32()` and `EncoderConfig::tiny()` are the shipped ones.
+#[derive(Config, Debug)]
+pub struct EncoderConfig {
+    /// Output channels of the three stride-2 convolutions (the second is the local map).
+    pub channels: [usize; 3],
+    /// Square kernel of the convolutions (4 in the paper; padding 1 and stride 2 either way).
+    pub kernel: usize,
+    /// Global average pooling before `fc` (MCU-friendly) instead of flattening the 4×4 map.
+    pub global_pool: bool,
+    /// Width of the `fc` layer.
+    pub fc: usize,
+    /// Width of the representation `Y`.
+    #[config(default = 64)]
+    pub y_dim: usize,
+}
+
+impl EncoderConfig {
+    /// The paper's encoder: 64-128-256 convs 4×4, flatten, fc 1024, Y 64 (≈ 4.92 M parameters).
+    pub fn dim32() -> Self {
+        Self::new([64, 128, 256], 4, false, 1024)
+    }
+
+    /// The MCU encoder: 32-64-128 convs 3×3, global average pool, fc 128, Y 64
+    /// (118,016 parameters, 2.6 M MAC; fits 128 KiB of int8 weights).
+    pub fn tiny() -> Self {
+        Self::new([32, 64, 128], 3, true, 128)
+    }
+
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "dim32" => Some(Self::dim32()),
+            "tiny" => Some(Self::tiny()),
+            _ => None,
+        }
+    }
+
+    fn fc_in(&self) -> usize {
+        if self.global_pool { self.channels[2] } else { self.channels[2] * 16 }
+    }
+
+    /// Weights and biases (BatchNorm folded into the preceding layer, as deployed).
+    pub fn deployed_params(&self) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let [a, b, c] = self.channels;
+        (3 * a * k2 + a) + (a * b * k2 + b) + (b * c * k2 + c) + (self.fc_in() * self.fc + self.fc) + (self.fc * self.y_dim + self.y_dim)
+    }
+
+    /// Multiply-accumulates for one 32×32 image.
+    pub fn macs(&self) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let [a, b, c] = self.channels;
+        3 * a * k2 * 256 + a * b * k2 * 64 + b * c * k2 * 16 + self.fc_in() * self.fc + self.fc * self.y_dim
+    }
+
+    pub fn init(&self, device: &Device) -> Encoder {
+        let conv = |i: usize, o: usize| ConvBlock {
+            conv: Conv2dConfig::new([i, o], [self.kernel, self.kernel])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            bn: BatchNormConfig::new(o).init(device),
+        };
+        let [a, b, c] = self.channels;
+        Encoder {
+            conv1: conv(3, a),
+            conv2: conv(a, b),
+            conv3: conv(b, c),
+            fc: LinearConfig::new(self.fc_in(), self.fc).init(device),
+            fc_bn: BatchNormConfig::new(self.fc).init(device),
+            y: LinearConfig::new(self.fc, self.y_dim).init(device),
+            global_pool: self.global_pool,
+        }
+    }
+}
+
+/// Convolution, BatchNorm, ReLU.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl ConvBlock {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub conv1: ConvBlock,
+    pub conv2: ConvBlock,
+    pub conv3: ConvBlock,
+    pub fc: Linear,
+    pub fc_bn: BatchNorm,
+    pub y: Linear,
+    #[module(skip)]
+    pub global_pool: bool,
+}
+
+/// Every layer a probe, critic or exporter may want.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// `[B, C, 8, 8]`: the local feature map.
+    pub local: Tensor<4>,
+    /// `[B, C', 4, 4]`.
+    pub conv: Tensor<4>,
+    /// `[B, fc]`, after BN and ReLU.
+    pub fc: Tensor<2>,
+    /// `[B, y_dim]`: the representation.
+    pub y: Tensor<2>,
+}
+
+impl Encoder {
+    pub fn forward(&self, x: Tensor<4>) -> EncoderOutput {
+        let local = self.conv2.forward(self.conv1.forward(x));
+        let conv = self.conv3.forward(local.clone());
+        let flat: Tensor<2> = if self.global_pool { conv.clone().mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.clone().flatten(1, 3) };
+        let fc = relu(self.fc_bn.forward(self.fc.forward(flat)));
+        let y = self.y.forward(fc.clone());
+        EncoderOutput { local, conv, fc, y }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_params_and_budgets() {
+        let device = Device::flex();
+        for (cfg, local_c) in [(EncoderConfig::dim32(), 128), (EncoderConfig::tiny(), 64)] {
+            let enc = cfg.init(&device);
+            let out = enc.forward(Tensor::zeros([2, 3, 32, 32], &device));
+            assert_eq!(out.local.dims(), [2, local_c, 8, 8]);
+            assert_eq!(out.conv.dims(), [2, cfg.channels[2], 4, 4]);
+            assert_eq!(out.fc.dims(), [2, cfg.fc]);
+            assert_eq!(out.y.dims(), [2, 64]);
+            // BN adds 2 trainable values per channel; the deployed count folds them away.
+            let bn = 2 * (cfg.channels.iter().sum::<usize>() + cfg.fc);
+            assert_eq!(enc.num_params(), cfg.deployed_params() + bn);
+        }
+        let d = EncoderConfig::dim32();
+        assert_eq!(d.deployed_params(), 4_919_808); // paper: ≈ 4.92 M
+        assert!((21_000_000..22_500_000).contains(&d.macs()), "{}", d.macs());
+        let t = EncoderConfig::tiny();
+        assert!(t.deployed_params() <= 128 * 1024, "tiny int8 weights {}", t.deployed_params());
+        assert!(t.macs() <= 5_000_000, "tiny MAC {}", t.macs());
+    }
+}

@@ -1,0 +1,43 @@
+//! The DIM model: an encoder and the critics that train it.
+
+pub mod critic;
+pub mod encoder;
+
+use burn::prelude::*;
+pub use critic::{GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
+pub use encoder::{Encoder, EncoderConfig, EncoderOutput};
+
+/// Everything trained by the DIM loss (the prior discriminator has its own optimiser).
+#[derive(Module, Debug)]
+pub struct DimModel {
+    pub encoder: Encoder,
+    /// Present when the local weight β > 0.
+    pub local: Option<LocalCritic>,
+    /// Present when the global weight α > 0.
+    pub global: Option<GlobalCritic>,
+}
+
+/// What to build: the encoder and which critics (by their loss weights).
+#[derive(Config, Debug)]
+pub struct DimModelConfig {
+    pub encoder: EncoderConfig,
+    pub local_critic: LocalCriticKind,
+    /// Width W of the encode-and-dot critic (2048 in the paper).
+    pub critic_width: usize,
+    pub with_local: bool,
+    pub with_global: bool,
+}
+
+impl DimModelConfig {
+    pub fn init(&self, device: &Device) -> DimModel {
+        let local_channels = self.encoder.channels[1];
+        let y = self.encoder.y_dim;
+        DimModel {
+            encoder: self.encoder.init(device),
+            local: self
+                .with_local
+                .then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
+            global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
+        }
+    }
+}
