@@ -93,7 +93,7 @@ impl ImageSource for CifarBinary {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::RECORD;
 
     fn record(label: u8, fill: impl Fn(usize, usize) -> u8) -> Vec<u8> {
         let mut r = vec![label];

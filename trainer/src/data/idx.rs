@@ -31,8 +31,9 @@ pub(super) fn find_pair(dir: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
     images.sort_by_key(|p| !p.file_name().unwrap().to_string_lossy().starts_with("train"));
     let images = images.into_iter().next()?;
     let name = images.file_name()?.to_str()?.replace("images-idx3", "labels-idx1");
-    let labels = dir.join(name);
-    Some((images.clone(), labels.exists().then_some(labels)))
+    let stem = name.trim_end_matches(".gz").to_string();
+    let labels = [stem.clone(), format!("{stem}.gz")].into_iter().map(|n| dir.join(n)).find(|p| p.exists());
+    Some((images.clone(), labels))
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {

@@ -45,20 +45,25 @@ pub enum LocalCriticKind {
 }
 
 /// 1×1 conv → BN → ReLU → 1×1 conv, plus a linear 1×1 shortcut (the official `MI1x1ConvNet`).
+///
+/// A 1×1 convolution is a linear map applied at every location, so the net works on rows
+/// `[N, C]` (one row per image location) with `Linear` layers: the same function, computed as
+/// plain matrix products, which run faster than convolutions forward and backward.
 #[derive(Module, Debug)]
 pub struct MiNet {
-    pub block1: Conv2d,
+    pub block1: Linear,
     pub bn: BatchNorm,
-    pub block2: Conv2d,
-    pub shortcut: Conv2d,
+    pub block2: Linear,
+    pub shortcut: Linear,
 }
 
 impl MiNet {
     pub fn new(input: usize, width: usize, device: &Device) -> Self {
-        let c = |i, o| Conv2dConfig::new([i, o], [1, 1]).init(device);
-        Self { block1: c(input, width), bn: BatchNormConfig::new(width).init(device), block2: c(width, width), shortcut: c(input, width) }
+        let l = |i, o| LinearConfig::new(i, o).init(device);
+        Self { block1: l(input, width), bn: BatchNormConfig::new(width).init(device), block2: l(width, width), shortcut: l(input, width) }
     }
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `x`: `[N, input]` → `[N, width]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.block2.forward(relu(self.bn.forward(self.block1.forward(x.clone())))) + self.shortcut.forward(x)
     }
 }
@@ -74,11 +79,11 @@ impl EncodeDotCritic {
         Self { local: MiNet::new(local_channels, width, device), global: MiNet::new(y_dim, width, device) }
     }
     pub fn scores(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
-        let [b, _, h, w] = local.dims();
-        let l = self.local.forward(local); // [B, W, h, w]
-        let width = l.dims()[1];
-        let l = l.reshape([b, width, h * w]).swap_dims(1, 2).reshape([b * h * w, width]);
-        let g = self.global.forward(y.clone().reshape([b, y.dims()[1], 1, 1])).reshape([b, width]);
+        let [b, c, h, w] = local.dims();
+        // Rows ordered (image, location): [B·hw, C].
+        let rows = local.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
+        let l = self.local.forward(rows);
+        let g = self.global.forward(y);
         let s = g.matmul(l.transpose()); // [B (Y), B·hw (image, location)]
         Scores::from_matrix(s.reshape([b, b, h * w]))
     }

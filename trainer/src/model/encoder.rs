@@ -146,8 +146,9 @@ mod tests {
             assert_eq!(out.conv.dims(), [2, cfg.channels[2], 4, 4]);
             assert_eq!(out.fc.dims(), [2, cfg.fc]);
             assert_eq!(out.y.dims(), [2, 64]);
-            // BN adds 2 trainable values per channel; the deployed count folds them away.
-            let bn = 2 * (cfg.channels.iter().sum::<usize>() + cfg.fc);
+            // BN holds 4 values per channel (scale, shift, running mean and variance); the
+            // deployed count folds them into the preceding layer.
+            let bn = 4 * (cfg.channels.iter().sum::<usize>() + cfg.fc);
             assert_eq!(enc.num_params(), cfg.deployed_params() + bn);
         }
         let d = EncoderConfig::dim32();
