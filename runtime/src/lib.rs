@@ -3,9 +3,18 @@
 //! The core is `no_std` and allocation-free. It holds what every deployment target must agree on
 //! with the trainer, starting with image preprocessing: the trainer feeds its models through the
 //! same [`preprocess`] functions, so a device sees exactly the pixels the encoder was trained on.
+//!
+//! With the `std` feature (default), [`Encoder`] runs an exported ONNX encoder (f32 or int8)
+//! through tract: load once, share across threads, embed images of any size.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "std")]
+mod encoder;
+mod error;
 pub mod preprocess;
 
-pub use preprocess::{INPUT_CHANNELS, INPUT_SIDE, INPUT_LEN, PreprocessError};
+#[cfg(feature = "std")]
+pub use encoder::{Encoder, Image};
+pub use error::Error;
+pub use preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE, PreprocessError};

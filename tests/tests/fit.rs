@@ -83,3 +83,37 @@ fn dim_loss_falls_on_shapes() {
     let tail: f64 = l[l.len() - 8..].iter().sum::<f64>() / 8.0;
     assert!(tail < head - 0.1, "loss should fall: first steps {head:.3}, last steps {tail:.3}");
 }
+
+#[test]
+fn every_objective_and_critic_trains_finite() {
+    use dim_trainer::model::LocalCriticKind;
+    use dim_trainer::objective::{Estimator, Prior};
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (Estimator::InfoNce, LocalCriticKind::EncodeDot, 0.0, 1.0, 0.1, Prior::Uniform),
+        (Estimator::Dv, LocalCriticKind::ConcatConv, 0.0, 1.0, 0.0, Prior::Uniform),
+        // DIM(G): global critic only, prior weight 1, Gaussian prior.
+        (Estimator::Jsd, LocalCriticKind::EncodeDot, 1.0, 0.0, 1.0, Prior::Gaussian),
+    ];
+    for (i, (est, critic, alpha, beta, gamma, prior)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let config = quick_config()
+            .with_estimator(est)
+            .with_local_critic(critic)
+            .with_alpha(alpha)
+            .with_beta(beta)
+            .with_gamma(gamma)
+            .with_prior(prior)
+            .with_max_steps(Some(3));
+        let s = fit(config, &out, &opts(false)).unwrap();
+        assert_eq!(s.losses.len(), 3);
+        assert!(s.losses.iter().all(|l| l.is_finite()), "case {i}: {:?}", s.losses);
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(line["local_mi"].as_f64().unwrap() != 0.0, beta > 0.0, "case {i}: {line}");
+        assert_eq!(line["global_mi"].as_f64().unwrap() != 0.0, alpha > 0.0, "case {i}: {line}");
+        assert_eq!(line["prior"].as_f64().unwrap() != 0.0, gamma > 0.0, "case {i}: {line}");
+        // The critic that the config asks for is the one checkpointed.
+        assert!(dim_trainer::checkpoint::latest(&out).unwrap().unwrap().join("model.bpk").exists());
+    }
+}

@@ -2,13 +2,14 @@
 //!
 //! The pipeline reads top to bottom: [`data`] (readers, loader), [`model`] (encoders, critics),
 //! [`objective`] (JSD / InfoNCE / DV estimators, prior matching), [`train`] (the `fit` loop,
-//! [`checkpoint`]s), [`eval`] (probes), [`bench`] (throughput).
+//! [`checkpoint`]s), [`eval`] (probes), [`export`] (ONNX), [`bench`] (throughput).
 
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod objective;
 pub mod train;

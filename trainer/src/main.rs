@@ -33,6 +33,44 @@ enum Command {
     Fit(FitArgs),
     /// Measure training throughput (images per second) on synthetic batches.
     Bench(BenchArgs),
+    /// Export a trained encoder as ONNX (BatchNorm folded; input `image` [N,3,32,32], output `y`).
+    Export {
+        /// A run folder (its latest checkpoint) or a checkpoints/step-* folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output ONNX file; the training config is written beside it as config.json.
+        #[arg(long, default_value = "encoder.onnx")]
+        out: PathBuf,
+        /// Also output the local feature map `local` [N,C,8,8].
+        #[arg(long)]
+        with_local: bool,
+    },
+    /// Quantize an exported encoder to INT8 (per-channel weights, calibrated activations).
+    ///
+    /// Calibrates on the first CALIB_IMAGES of the training split of CALIB (the seeded split
+    /// `fit` uses) and reports cosine(Y_int8, Y_f32) over its validation split. Writes OUT and
+    /// OUT's stem + `.quantize.json`.
+    Quantize {
+        /// The f32 encoder from `trainer export`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Calibration data (any format `fit --data` reads).
+        #[arg(long)]
+        calib: PathBuf,
+        #[arg(long, default_value = "encoder.int8.onnx")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        calib_images: usize,
+        /// Activation range = this percentile of the calibration activations.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Size of the validation split (the last images of the seeded shuffle).
+        #[arg(long, default_value_t = 5000)]
+        validation_size: usize,
+        /// Seed of the split (use the training run's).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -162,6 +200,18 @@ fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
+/// Writes `bytes` to `path` atomically and the config as `config.json` beside it.
+fn write_beside(path: &std::path::Path, bytes: &[u8], config: &TrainConfig) -> anyhow::Result<()> {
+    use burn::config::Config;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    config.save(dir.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("config.json").display()))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -192,6 +242,33 @@ fn main() -> anyhow::Result<()> {
             eprintln!("bench: {:?}, encode-and-dot critic W={}, batch {}, {} steps after {} warm-up", b.model, b.critic_width, b.batch_size, b.steps, b.warmup);
             let ips = bench::run(&config, b.warmup, b.steps)?;
             println!("{ips:.1} img/s");
+        }
+        Command::Export { checkpoint, out, with_local } => {
+            let ck = dim_trainer::checkpoint::resolve(&checkpoint)?;
+            let config = dim_trainer::checkpoint::load_config(&ck)?;
+            let model = dim_trainer::checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex())?;
+            let bytes = dim_trainer::export::to_onnx(&model.encoder, with_local);
+            write_beside(&out, &bytes, &config)?;
+            // Prove the file loads in the runtime before calling it done.
+            dim_runtime::Encoder::from_bytes(&bytes).context("the exported model does not load in tract")?;
+            println!("wrote {} ({} bytes, opset {}) from {}", out.display(), bytes.len(), dim_trainer::export::OPSET, ck.display());
+        }
+        Command::Quantize { model, calib, out, calib_images, percentile, validation_size, seed } => {
+            let f32_bytes = std::fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
+            let source = data::open(&calib)?;
+            let (train_idx, val_idx) = data::split(source.len(), validation_size, seed);
+            let cal = data::load_inputs(&*source, &train_idx[..calib_images.min(train_idx.len())])?;
+            let val = data::load_inputs(&*source, &val_idx)?;
+            eprintln!("calibrating on {} images, validating on {}", cal.len() / 3072, val.len() / 3072);
+            let (bytes, report) = dim_trainer::export::quantize::quantize(&f32_bytes, &cal, &val, percentile)
+                .with_context(|| format!("quantizing {}", model.display()))?;
+            let tmp = out.with_extension("tmp");
+            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &out)).with_context(|| format!("cannot write {}", out.display()))?;
+            let report_path = out.with_extension("quantize.json");
+            std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
+            println!("cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}", report.validation_images, report.mean_cosine, report.worst_cosine);
+            println!("size: f32 {} bytes, int8 {} bytes ({:.2}x smaller)", report.f32_bytes, report.int8_bytes, report.f32_bytes as f64 / report.int8_bytes as f64);
+            println!("wrote {} and {}", out.display(), report_path.display());
         }
         Command::Data(DataCommand::Fetch { name, to, url }) => {
             let a = data::fetch::archive(&name)?;

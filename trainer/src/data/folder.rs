@@ -57,7 +57,12 @@ impl ImageFolder {
 /// Decodes an image file of any size to 32×32 RGB.
 pub fn decode_file(path: &Path) -> Result<Rgb32, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
+    decode_bytes(&bytes, path)
+}
+
+/// Decodes an encoded image (PNG, JPEG) to 32×32 RGB; `path` names it in errors.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Rgb32, DataError> {
+    let img = image::load_from_memory(bytes)
         .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?
         .to_rgb8();
     let mut out = [0u8; super::IMAGE_BYTES];

@@ -14,7 +14,7 @@ mod synthetic;
 use std::path::{Path, PathBuf};
 
 pub use cifar_bin::CifarBinary;
-pub use folder::ImageFolder;
+pub use folder::{ImageFolder, decode_bytes, decode_file};
 pub use idx::Idx;
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use synthetic::Shapes;
@@ -131,4 +131,15 @@ mod tests {
         let err = open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("no images found"), "{err}");
     }
+}
+
+/// Model inputs (`[n, 3, 32, 32]` f32) for `indices`, decoded in parallel.
+pub fn load_inputs(source: &dyn ImageSource, indices: &[usize]) -> Result<Vec<f32>, DataError> {
+    use rayon::prelude::*;
+    let imgs: Vec<Rgb32> = indices.par_iter().map(|&i| source.load(i)).collect::<Result<_, _>>()?;
+    let mut out = vec![0f32; imgs.len() * dim_runtime::INPUT_LEN];
+    for (img, o) in imgs.iter().zip(out.chunks_mut(dim_runtime::INPUT_LEN)) {
+        dim_runtime::preprocess::rgb32_to_input(img, o).expect("INPUT_LEN chunk");
+    }
+    Ok(out)
 }

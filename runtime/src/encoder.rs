@@ -1,0 +1,140 @@
+//! The tract-backed encoder: an ONNX file in, embeddings out.
+
+use crate::Error;
+use crate::preprocess::{INPUT_LEN, INPUT_SIDE, preprocess};
+use std::path::Path;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::dims;
+use tract_onnx::tract_hir::internal::DimLike;
+
+/// An 8-bit image in HWC order (RGB with 3 channels, grey with 1), any size.
+#[derive(Debug, Clone, Copy)]
+pub struct Image<'a> {
+    pub pixels: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+}
+
+impl<'a> Image<'a> {
+    pub fn rgb(pixels: &'a [u8], width: usize, height: usize) -> Self {
+        Self { pixels, width, height, channels: 3 }
+    }
+}
+
+/// A loaded encoder: the optimised tract plan, built once. `Encoder` is `Send + Sync` and cheap
+/// to clone; share it across threads.
+#[derive(Clone)]
+pub struct Encoder {
+    plan: Arc<TypedRunnableModel>,
+    dim: usize,
+}
+
+fn model_err(e: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{e:#}"))
+}
+
+impl Encoder {
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Loads an ONNX encoder with input `[N, 3, 32, 32]` f32 and a first output `[N, D]`.
+    /// Untrusted bytes give `Err`, never a panic: tract's own checks run inside
+    /// `catch_unwind`, so a malformed graph that trips an assertion is reported, not raised.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let bytes = bytes.to_vec();
+        std::panic::catch_unwind(move || Self::load(&bytes)).unwrap_or_else(|p| {
+            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            Err(Error::Model(format!("rejected by tract: {}", msg.unwrap_or_else(|| "panic while loading".into()))))
+        })
+    }
+
+    fn load(bytes: &[u8]) -> Result<Self, Error> {
+        let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(model_err)?;
+        if model.inputs.len() != 1 {
+            return Err(Error::Model(format!("expected 1 input, found {}", model.inputs.len())));
+        }
+        model.outputs.truncate(1);
+        let n = model.sym("N");
+        let s = INPUT_SIDE as i64;
+        let model = model
+            .with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into())
+            .map_err(model_err)?
+            .into_optimized()
+            .map_err(model_err)?;
+        let out = model.output_fact(0).map_err(model_err)?;
+        let shape = out.shape.to_tvec();
+        if shape.len() != 2 || out.datum_type != f32::datum_type() {
+            return Err(Error::Model(format!("output must be f32 [N, D], found {:?} {:?}", out.datum_type, shape)));
+        }
+        let dim = shape[1].to_usize().map_err(|_| Error::Model(format!("embedding width {} is not a constant", shape[1])))?;
+        let plan = model.into_runnable().map_err(model_err)?;
+        Ok(Self { plan, dim })
+    }
+
+    /// Width of the embedding.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Embeds already preprocessed images: `input` is `[n, 3, 32, 32]` f32 (see
+    /// [`crate::preprocess`]), the result `[n, dim]`, row-major.
+    pub fn embed_preprocessed(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        if input.is_empty() || input.len() % INPUT_LEN != 0 {
+            return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
+        }
+        let n = input.len() / INPUT_LEN;
+        let t = Tensor::from_shape(&[n, 3, INPUT_SIDE, INPUT_SIDE], input).map_err(|e| Error::Run(e.to_string()))?;
+        // A model that loaded may still be hostile (mutated weights or shapes): keep tract's
+        // internal assertions from unwinding into the caller.
+        let plan = self.plan.clone();
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tvec!(t.into_tvalue()))))
+            .map_err(|_| Error::Run("tract panicked while running the model".into()))?
+            .map_err(|e| Error::Run(format!("{e:#}")))?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(|e| Error::Run(e.to_string()))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Embeds one image of any size.
+    pub fn embed(&self, image: Image<'_>) -> Result<Vec<f32>, Error> {
+        self.embed_batch(&[image]).map(|mut v| v.remove(0))
+    }
+
+    /// Embeds a batch of images (any sizes) in one run.
+    pub fn embed_batch(&self, images: &[Image<'_>]) -> Result<Vec<Vec<f32>>, Error> {
+        let mut input = vec![0f32; images.len() * INPUT_LEN];
+        for (img, out) in images.iter().zip(input.chunks_mut(INPUT_LEN)) {
+            preprocess(img.pixels, img.width, img.height, img.channels, out)?;
+        }
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.embed_preprocessed(&input)?.chunks(self.dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_empty_bytes_are_errors() {
+        for bytes in [&b""[..], b"not a model", &[0xff; 64]] {
+            assert!(matches!(Encoder::from_bytes(bytes), Err(Error::Model(_))));
+        }
+        let err = Encoder::from_path("/nonexistent/encoder.onnx").err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/encoder.onnx"), "{err}");
+    }
+
+    fn _is_send_sync() {
+        fn f<T: Send + Sync>() {}
+        f::<Encoder>();
+    }
+}

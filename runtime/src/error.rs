@@ -1,0 +1,21 @@
+//! The runtime's error type.
+
+use crate::preprocess::PreprocessError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image buffer does not match its stated size or format.
+    #[error("bad image: {0}")]
+    Image(#[from] PreprocessError),
+    /// The model bytes are not a usable encoder (corrupt, truncated, wrong inputs or outputs).
+    #[cfg(feature = "std")]
+    #[error("invalid model: {0}")]
+    Model(std::string::String),
+    /// Inference failed.
+    #[cfg(feature = "std")]
+    #[error("inference failed: {0}")]
+    Run(std::string::String),
+    #[cfg(feature = "std")]
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}

@@ -1,0 +1,117 @@
+//! fit → export → tract: the exported ONNX computes what burn computes, on real images.
+
+use burn::module::Module;
+use burn::prelude::*;
+use dim_tests::{quick_config, real_images};
+use dim_trainer::config::ModelKind;
+use dim_trainer::train::{FitOptions, fit};
+use dim_trainer::{checkpoint, export};
+
+fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::Encoder {
+    let out = dir.join(format!("{model:?}"));
+    // A few steps move BatchNorm's running statistics off their initial values, so folding is tested.
+    fit(quick_config().with_model(model).with_max_steps(Some(4)), &out, &FitOptions::default()).unwrap();
+    let ck = checkpoint::latest(&out).unwrap().unwrap();
+    let config = checkpoint::load_config(&ck).unwrap();
+    checkpoint::load_model(&ck, &config, &Device::flex()).unwrap().encoder.valid()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn tract_matches_burn_on_real_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = real_images(32, 97);
+    for model in [ModelKind::Tiny, ModelKind::Dim32] {
+        let encoder = trained(model, dir.path());
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [32, 3, 32, 32]), &Device::flex());
+        let out = encoder.forward(x);
+        let want: Vec<f32> = out.y.into_data().try_to_vec::<f32>().unwrap();
+        let want_local: Vec<f32> = out.local.into_data().try_to_vec::<f32>().unwrap();
+        let bytes = export::to_onnx(&encoder, false);
+        let got = dim_runtime::Encoder::from_bytes(&bytes).unwrap().embed_preprocessed(&input).unwrap();
+        let err = max_abs(&got, &want);
+        assert!(err <= 1e-4, "{model:?}: tract vs burn max abs {err}");
+        assert!(want.iter().map(|v| v.abs()).fold(0.0, f32::max) > 1e-2, "outputs are not trivially zero");
+        // The local-map variant: `y` stays first (what the runtime embeds), `local` matches too.
+        let with_local = export::to_onnx(&encoder, true);
+        let onnx = tract_local(&with_local, &input);
+        assert!(max_abs(&onnx, &want_local) <= 1e-4, "{model:?}: local map differs");
+    }
+}
+
+/// Runs the second output (`local`) through tract directly.
+fn tract_local(bytes: &[u8], input: &[f32]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+    let n = input.len() / 3072;
+    let t = tract_onnx::prelude::Tensor::from_shape(&[n, 3, 32, 32], input).unwrap();
+    let out = model.run(tvec!(t.into_tvalue())).unwrap();
+    out[1].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+/// A second, independent runtime: Python's onnxruntime, when installed (skips cleanly otherwise).
+#[test]
+fn onnxruntime_agrees_when_installed() {
+    let probe = std::process::Command::new("python3").args(["-c", "import onnxruntime, numpy"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with onnxruntime and numpy not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let encoder = trained(ModelKind::Tiny, dir.path());
+    let (input, _) = real_images(8, 211);
+    let model = dir.path().join("encoder.onnx");
+    std::fs::write(&model, export::to_onnx(&encoder, false)).unwrap();
+    let raw: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("x.f32"), raw).unwrap();
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+        s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+        x = np.fromfile(sys.argv[2], dtype='<f4').reshape(-1, 3, 32, 32)\n\
+        s.run(['y'], {'image': x})[0].astype('<f4').tofile(sys.argv[3])\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&model)
+        .arg(dir.path().join("x.f32"))
+        .arg(dir.path().join("y.f32"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got: Vec<f32> = std::fs::read(dir.path().join("y.f32")).unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let want = dim_runtime::Encoder::from_path(&model).unwrap().embed_preprocessed(&input).unwrap();
+    assert!(max_abs(&got, &want) <= 1e-4, "onnxruntime vs tract {}", max_abs(&got, &want));
+}
+
+#[test]
+fn int8_export_tracks_f32_on_real_images() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, _) = real_images(64, 31);
+    let (val, _) = real_images(64, 113);
+    for model in [ModelKind::Tiny, ModelKind::Dim32] {
+        let f32_bytes = export::to_onnx(&trained(model, dir.path()), false);
+        let (int8, report) = export::quantize::quantize(&f32_bytes, &calib, &val, 99.99).unwrap();
+        assert!(report.mean_cosine >= 0.98, "{model:?}: mean cosine {}", report.mean_cosine);
+        assert!(report.worst_cosine > 0.9, "{model:?}: worst cosine {}", report.worst_cosine);
+        assert!(report.int8_bytes * 3 < report.f32_bytes, "{model:?}: {} vs {} bytes", report.int8_bytes, report.f32_bytes);
+        // Integer kernels, standard ops only: no float Conv / Gemm left.
+        let graph = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap().graph.unwrap();
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops.iter().filter(|o| **o == "QLinearConv").count(), 3, "{ops:?}");
+        assert_eq!(ops.iter().filter(|o| **o == "MatMulInteger").count(), 2, "{ops:?}");
+        assert!(!ops.iter().any(|o| ["Conv", "Gemm", "MatMul"].contains(o)), "{ops:?}");
+        assert!(graph.node.iter().all(|n| n.domain.is_empty()), "no vendor domains");
+        // The runtime embeds with it through the same interface.
+        let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&val[..3072]).unwrap();
+        assert_eq!(y.len(), 64);
+    }
+}
+
+#[test]
+fn quantize_refuses_foreign_graphs() {
+    let err = export::Layers::from_onnx(b"garbage").unwrap_err().to_string();
+    assert!(err.contains("not an ONNX file"), "{err}");
+}

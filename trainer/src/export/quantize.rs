@@ -1,0 +1,208 @@
+//! `trainer quantize`: post-training static INT8 quantization of an exported encoder.
+//!
+//! - Weights: per-output-channel symmetric int8 (`scale = max|w| / 127`, zero point 0).
+//! - Activations: per-tensor. The image is int8 with scale 1/127 (it lies in `[-1, 1]`). Every
+//!   ReLU output is uint8 with zero point 0 and `scale = range / 255`, where `range` is the given
+//!   percentile (default 99.99 %) of the activation over the calibration images: clipping the
+//!   rare largest values buys resolution for all the others. Saturating at 0 is the ReLU, so
+//!   the quantized graph needs no Relu nodes.
+//! - Ops: QuantizeLinear, QLinearConv (tract: int8 im2col + integer matmul), MatMulInteger
+//!   for the fully connected layers (exact int32 accumulation; the bias is added in f32 after
+//!   rescaling, since QLinearMatMul has no bias input), DequantizeLinear / GlobalAveragePool for
+//!   `tiny`'s pooling. All standard ONNX, opset 13.
+
+use super::{Graph, Layers, ints_attr};
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::prelude::*;
+
+/// Calibrated ranges of the quantized activations.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ranges {
+    pub relu: [f32; 3],
+    pub pool: Option<f32>,
+    pub fc: f32,
+}
+
+const IMAGE_SCALE: f32 = 1.0 / 127.0;
+
+fn percentile(mut v: Vec<f32>, p: f64) -> f32 {
+    if v.is_empty() {
+        return 1.0;
+    }
+    let k = (((v.len() - 1) as f64) * p / 100.0).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    x.max(1e-6)
+}
+
+/// Runs the f32 encoder on `images` (`[n, 3, 32, 32]`) and returns the activation ranges.
+pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ranges> {
+    let mut names = vec!["relu1", "relu2", "relu3", "fc_relu"];
+    if layers.global_pool {
+        names.push("pool");
+    }
+    let bytes = layers.to_onnx(&names);
+    let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
+    for chunk in images.chunks(64 * 3072) {
+        let t = Tensor::from_shape(&[chunk.len() / 3072, 3, 32, 32], chunk)?;
+        let out = plan.run(tvec!(t.into_tvalue()))?;
+        for (i, v) in values.iter_mut().enumerate() {
+            v.extend(out[i + 1].to_plain_array_view::<f32>()?.iter().copied());
+        }
+    }
+    let mut r = values.into_iter().map(|v| percentile(v, pct));
+    Ok(Ranges {
+        relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()],
+        fc: r.next().unwrap(),
+        pool: r.next(),
+    })
+}
+
+/// Per-channel symmetric int8: `(q, scales)`; `channels` splits `w` into contiguous rows
+/// (conv `[O, …]`), or strides over columns when `columns` (Gemm `[K, N]`).
+fn quantize_weights(w: &[f32], channels: usize, columns: bool) -> (Vec<i8>, Vec<f32>) {
+    let idx = |i: usize| if columns { i % channels } else { i / (w.len() / channels) };
+    let mut max = vec![0f32; channels];
+    w.iter().enumerate().for_each(|(i, v)| max[idx(i)] = max[idx(i)].max(v.abs()));
+    let scales: Vec<f32> = max.iter().map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 }).collect();
+    let q = w.iter().enumerate().map(|(i, v)| (v / scales[idx(i)]).round().clamp(-127.0, 127.0) as i8).collect();
+    (q, scales)
+}
+
+/// Writes the int8 graph. Input and output are f32, exactly like the f32 export.
+pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
+    let mut g = Graph::new("dim_encoder_int8");
+    g.input("image", &[None, Some(3), Some(32), Some(32)]);
+    let s_img = g.f32_tensor("image.scale", &[], &[IMAGE_SCALE]);
+    let z_img = g.i8_tensor("image.zero", &[], &[0]);
+    let mut x = g.node("QuantizeLinear", &["image", &s_img, &z_img], "image_q", vec![]);
+    let (mut sx, mut xs, mut xz) = (IMAGE_SCALE, s_img, z_img);
+    for (i, l) in layers.convs.iter().enumerate() {
+        let n = i + 1;
+        let o = l.dims[0];
+        let (wq, ws) = quantize_weights(&l.weight, o, false);
+        let w = g.i8_tensor(&format!("conv{n}.weight_q"), &l.dims, &wq);
+        let w_s = g.f32_tensor(&format!("conv{n}.weight_scale"), &[o], &ws);
+        let w_z = g.i8_tensor(&format!("conv{n}.weight_zero"), &[o], &vec![0; o]);
+        let bias: Vec<i32> = l.bias.iter().zip(&ws).map(|(b, s)| (b / (sx * s)).round() as i32).collect();
+        let b = g.i32_tensor(&format!("conv{n}.bias_q"), &[o], &bias);
+        let sy = ranges.relu[i] / 255.0;
+        let y_s = g.f32_tensor(&format!("relu{n}.scale"), &[], &[sy]);
+        let y_z = g.u8_tensor(&format!("relu{n}.zero"), &[], &[0]);
+        let k = l.dims[2] as i64;
+        let attrs = vec![ints_attr("kernel_shape", &[k, k]), ints_attr("strides", &[2, 2]), ints_attr("pads", &[1, 1, 1, 1])];
+        x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &y_z, &b], &format!("relu{n}_q"), attrs);
+        (sx, xs, xz) = (sy, y_s, y_z);
+    }
+    if let Some(pool) = ranges.pool.filter(|_| layers.global_pool) {
+        let f = g.node("DequantizeLinear", &[&x, &xs, &xz], "relu3_f", vec![]);
+        let p = g.node("GlobalAveragePool", &[&f], "pool", vec![]);
+        sx = pool / 255.0;
+        xs = g.f32_tensor("pool.scale", &[], &[sx]);
+        x = g.node("QuantizeLinear", &[&p, &xs, &xz], "pool_q", vec![]);
+    }
+    x = g.node("Flatten", &[&x], "flat_q", vec![super::int_attr("axis", 1)]);
+    for (name, l, next) in [("fc", &layers.fc, Some(ranges.fc)), ("y", &layers.y, None)] {
+        let cols = l.dims[1];
+        let (wq, ws) = quantize_weights(&l.weight, cols, true);
+        let w = g.i8_tensor(&format!("{name}.weight_q"), &l.dims, &wq);
+        let w_z = g.i8_tensor(&format!("{name}.weight_zero"), &[], &[0]);
+        let acc = g.node("MatMulInteger", &[&x, &w, &xz, &w_z], &format!("{name}_acc"), vec![]);
+        let accf = g.node("Cast", &[&acc], &format!("{name}_accf"), vec![super::int_attr("to", DataType::Float as i64)]);
+        let rescale: Vec<f32> = ws.iter().map(|s| s * sx).collect();
+        let r = g.f32_tensor(&format!("{name}.rescale"), &[cols], &rescale);
+        let b = g.f32_tensor(&format!("{name}.bias"), &[cols], &l.bias);
+        let m = g.node("Mul", &[&accf, &r], &format!("{name}_scaled"), vec![]);
+        match next {
+            Some(range) => {
+                let f = g.node("Add", &[&m, &b], &format!("{name}_f"), vec![]);
+                sx = range / 255.0;
+                xs = g.f32_tensor(&format!("{name}.scale"), &[], &[sx]);
+                x = g.node("QuantizeLinear", &[&f, &xs, &xz], &format!("{name}_q"), vec![]);
+            }
+            None => {
+                g.node("Add", &[&m, &b], "y", vec![]);
+                g.output("y", &[None, Some(cols as i64)]);
+            }
+        }
+    }
+    g.into_bytes(&format!("{} (int8: per-channel weights, calibrated activations)", super::DOC))
+}
+
+/// Cosine similarity of each row pair of two `[n, d]` matrices.
+pub fn cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f64> {
+    a.chunks(d)
+        .zip(b.chunks(d))
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| (*p as f64) * (*q as f64)).sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny).max(1e-30)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_quantization_is_per_channel_and_symmetric() {
+        // Two rows (channels) with different ranges.
+        let (q, s) = quantize_weights(&[1.0, -0.5, 0.01, -0.02], 2, false);
+        assert_eq!(s, [1.0 / 127.0, 0.02 / 127.0]);
+        assert_eq!(q, [127, -64, 64, -127]);
+        // Gemm layout [K=2, N=2]: channels are columns.
+        let (q, s) = quantize_weights(&[1.0, 0.02, -0.5, -0.01], 2, true);
+        assert_eq!(s, [1.0 / 127.0, 0.02 / 127.0]);
+        assert_eq!(q, [127, 127, -64, -64]);
+    }
+
+    #[test]
+    fn percentile_and_cosine_closed_forms() {
+        let v: Vec<f32> = (0..=100).map(|i| i as f32).collect();
+        assert_eq!(percentile(v.clone(), 100.0), 100.0);
+        assert_eq!(percentile(v, 50.0), 50.0);
+        let c = cosines(&[1.0, 0.0, 1.0, 1.0], &[2.0, 0.0, -1.0, -1.0], 2);
+        assert!((c[0] - 1.0).abs() < 1e-12 && (c[1] + 1.0).abs() < 1e-12);
+    }
+}
+
+/// What `trainer quantize` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub calibration_images: usize,
+    pub percentile: f64,
+    pub ranges: Ranges,
+    pub validation_images: usize,
+    pub mean_cosine: f64,
+    pub worst_cosine: f64,
+    pub f32_bytes: usize,
+    pub int8_bytes: usize,
+}
+
+/// Quantizes an f32 export: calibrates on `calib`, reports cosine(Y_int8, Y_f32) on `val`.
+pub fn quantize(f32_onnx: &[u8], calib: &[f32], val: &[f32], pct: f64) -> anyhow::Result<(Vec<u8>, Report)> {
+    let layers = Layers::from_onnx(f32_onnx)?;
+    let ranges = calibrate(&layers, calib, pct)?;
+    let int8 = to_int8_onnx(&layers, &ranges);
+    let f = dim_runtime::Encoder::from_bytes(f32_onnx)?;
+    let q = dim_runtime::Encoder::from_bytes(&int8).map_err(|e| anyhow::anyhow!("the int8 model does not load in tract: {e}"))?;
+    let (mut yf, mut yq) = (Vec::new(), Vec::new());
+    for chunk in val.chunks(256 * 3072) {
+        yf.extend(f.embed_preprocessed(chunk)?);
+        yq.extend(q.embed_preprocessed(chunk)?);
+    }
+    let cos = cosines(&yq, &yf, f.dim());
+    let report = Report {
+        calibration_images: calib.len() / 3072,
+        percentile: pct,
+        ranges,
+        validation_images: cos.len(),
+        mean_cosine: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+        worst_cosine: cos.iter().copied().fold(f64::INFINITY, f64::min),
+        f32_bytes: f32_onnx.len(),
+        int8_bytes: int8.len(),
+    };
+    Ok((int8, report))
+}
