@@ -93,7 +93,6 @@ impl ImageSource for CifarBinary {
 
 #[cfg(test)]
 mod tests {
-    use super::RECORD;
 
     fn record(label: u8, fill: impl Fn(usize, usize) -> u8) -> Vec<u8> {
         let mut r = vec![label];

@@ -149,13 +149,13 @@ mod tests {
     #[test]
     fn weight_quantization_is_per_channel_and_symmetric() {
         // Two rows (channels) with different ranges.
-        let (q, s) = quantize_weights(&[1.0, -0.5, 0.01, -0.02], 2, false);
+        let (q, s) = quantize_weights(&[1.0, -0.5, 0.005, -0.02], 2, false);
         assert_eq!(s, [1.0 / 127.0, 0.02 / 127.0]);
-        assert_eq!(q, [127, -64, 64, -127]);
+        assert_eq!(q, [127, -64, 32, -127]);
         // Gemm layout [K=2, N=2]: channels are columns.
-        let (q, s) = quantize_weights(&[1.0, 0.02, -0.5, -0.01], 2, true);
+        let (q, s) = quantize_weights(&[1.0, 0.02, -0.25, -0.005], 2, true);
         assert_eq!(s, [1.0 / 127.0, 0.02 / 127.0]);
-        assert_eq!(q, [127, 127, -64, -64]);
+        assert_eq!(q, [127, 127, -32, -32]);
     }
 
     #[test]
