@@ -67,7 +67,14 @@ pub trait ImageSource: Send + Sync {
 /// A directory is searched for, in order: CIFAR-10 binary batches (`data_batch_*.bin`, also
 /// inside a `cifar-10-batches-bin/` subfolder), IDX image files, then `<class>/` image folders
 /// (also inside a `train/` subfolder). A single `.bin` or IDX file opens directly.
+///
+/// `builtin:shapes` (or `builtin:shapes:N`) names the built-in synthetic set (12,000 images by
+/// default, seed 0), so commands that take a data path also run without any download.
 pub fn open(path: &Path) -> Result<Box<dyn ImageSource>, DataError> {
+    if let Some(rest) = path.to_str().and_then(|p| p.strip_prefix("builtin:shapes")) {
+        let n = rest.strip_prefix(':').map_or(Ok(12_000), str::parse).map_err(|_| DataError::format(path, "expected builtin:shapes or builtin:shapes:N"))?;
+        return Ok(Box::new(Shapes::new(n, 0)));
+    }
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.is_file() {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -130,6 +137,8 @@ mod tests {
         assert!(err.contains("nope"), "{err}");
         let err = open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("no images found"), "{err}");
+        assert_eq!(open(Path::new("builtin:shapes:30")).unwrap().len(), 30);
+        assert!(open(Path::new("builtin:shapes:x")).is_err());
     }
 }
 

@@ -1,7 +1,7 @@
 //! `shapes`: a built-in, procedurally generated image set so the main job runs on a machine with
-//! no data. Ten classes of shapes (the label), each with a random colour, size and position over
-//! a textured background; image `i` depends only on `(seed, i)`, so any subset can be made on
-//! demand, in any order, on any thread.
+//! no data. Ten classes, each a shape in its own hue family, with random size, position,
+//! saturation and brightness over a random textured background. Image `i` depends only on
+//! `(seed, i)`, so any subset can be made on demand, in any order, on any thread.
 
 use super::{DataError, ImageSource, Rgb32};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -51,8 +51,15 @@ impl ImageSource for Shapes {
     fn load(&self, i: usize) -> Result<Rgb32, DataError> {
         let mut rng = StdRng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64);
         let class = self.label(i);
-        let bg: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..160.0));
-        let fg: [f32; 3] = std::array::from_fn(|c| (bg[c] + rng.random_range(70.0..160.0)) % 256.0);
+        let bg: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..110.0));
+        // The class sets the shape and the hue family of the foreground (class × 36°, ± 12°),
+        // so both form and colour carry the label; background, texture and layout do not.
+        let hue = class as f32 * 36.0 + rng.random_range(-12.0..12.0f32);
+        let (sat, val) = (rng.random_range(0.6..1.0f32), rng.random_range(180.0..255.0f32));
+        let fg: [f32; 3] = std::array::from_fn(|c| {
+            let k = (hue / 60.0 + [5.0, 3.0, 1.0][c]) % 6.0;
+            val * (1.0 - sat * k.min(4.0 - k).clamp(0.0, 1.0))
+        });
         let (freq, phase, angle) = (rng.random_range(0.2..1.2f32), rng.random_range(0.0..6.3f32), rng.random_range(0.0..3.2f32));
         let r = rng.random_range(7.0..13.0f32);
         let (cx, cy) = (rng.random_range(r..32.0 - r), rng.random_range(r..32.0 - r));
