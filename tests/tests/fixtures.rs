@@ -1,0 +1,32 @@
+//! Writes the runtime's golden fixtures (`runtime/tests/data/`): the `tiny` encoder initialised
+//! with seed 0, exported f32 and int8 (calibrated on the built-in shapes), and their embeddings
+//! of the runtime test's fixed inputs, computed here on x86-64.
+//! Run with `cargo test --release -p dim-tests --test fixtures -- --ignored`.
+
+use burn::prelude::*;
+
+/// The runtime test's fixed inputs (`runtime/tests/golden.rs`, `inputs()`).
+fn inputs() -> Vec<f32> {
+    const N: usize = dim_runtime::INPUT_LEN;
+    (0..4 * N).map(|i| ((i as f32 * 0.37).sin() * 0.9 + (i / N) as f32 * 0.02).clamp(-1.0, 1.0)).collect()
+}
+
+#[test]
+#[ignore = "regenerates committed fixtures"]
+fn write_runtime_fixtures() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data");
+    let device = Device::flex();
+    device.seed(0);
+    let encoder = dim_trainer::model::EncoderConfig::tiny().init(&device);
+    let f32_bytes = dim_trainer::export::to_onnx(&encoder, false);
+    let shapes = dim_trainer::data::open(std::path::Path::new("builtin:shapes:256")).unwrap();
+    let calib = dim_trainer::data::load_inputs(&*shapes, &(0..256).collect::<Vec<_>>()).unwrap();
+    let (int8, report) = dim_trainer::export::quantize::quantize(&f32_bytes, &calib, &calib, 99.99).unwrap();
+    assert!(report.mean_cosine > 0.99);
+    for (name, bytes) in [("tiny.onnx", &f32_bytes), ("tiny.int8.onnx", &int8)] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        let y = dim_runtime::Encoder::from_bytes(bytes).unwrap().embed_preprocessed(&inputs()).unwrap();
+        let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
+        std::fs::write(dir.join(name.replace(".onnx", ".y.txt")), text.join("\n") + "\n").unwrap();
+    }
+}
