@@ -1,7 +1,8 @@
 //! `trainer quantize`: post-training static INT8 quantization of an exported encoder.
 //!
 //! - Weights: per-output-channel symmetric int8 (`scale = max|w| / 127`, zero point 0).
-//! - Activations: per-tensor. The image is int8 with scale 1/127 (it lies in `[-1, 1]`). Every
+//! - Activations: per-tensor. The
+//!   image is uint8 with scale 1/127 and zero point 128 (it lies in `[-1, 1]`). Every
 //!   ReLU output is uint8 with zero point 0 and `scale = range / 255`, where `range` is the given
 //!   percentile (default 99.99 %) of the activation over the calibration images: clipping the
 //!   rare largest values buys resolution for all the others. Saturating at 0 is the ReLU, so
@@ -74,7 +75,9 @@ pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
     let mut g = Graph::new("dim_encoder_int8");
     g.input("image", &[None, Some(3), Some(32), Some(32)]);
     let s_img = g.f32_tensor("image.scale", &[], &[IMAGE_SCALE]);
-    let z_img = g.i8_tensor("image.zero", &[], &[0]);
+    // uint8 with zero point 128, not int8: onnxruntime implements QLinearConv only when input
+    // and output share a type, and every later activation is uint8.
+    let z_img = g.u8_tensor("image.zero", &[], &[128]);
     let mut x = g.node("QuantizeLinear", &["image", &s_img, &z_img], "image_q", vec![]);
     let (mut sx, mut xs, mut xz) = (IMAGE_SCALE, s_img, z_img);
     for (i, l) in layers.convs.iter().enumerate() {
