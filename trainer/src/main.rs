@@ -41,7 +41,7 @@ enum Command {
         /// Output ONNX file; the training config is written beside it as config.json.
         #[arg(long, default_value = "encoder.onnx")]
         out: PathBuf,
-        /// Also output the local feature map `local` [N,C,8,8].
+        /// Also output the local feature map `relu2` [N,C,8,8].
         #[arg(long)]
         with_local: bool,
     },

@@ -67,7 +67,8 @@ pub fn open_data(config: &TrainConfig) -> anyhow::Result<(Arc<dyn ImageSource>, 
     Ok((source, train, val))
 }
 
-fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
+/// Fresh model, discriminator and optimisers for `config` (seeded initialisation).
+pub fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
     device.seed(config.seed);
     let adam = AdamConfig::new().with_epsilon(1e-8);
     TrainState {

@@ -11,7 +11,7 @@ use crate::model::Encoder;
 use crate::model::encoder::ConvBlock;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
-pub use onnx::{Graph, OPSET, int_attr, ints_attr};
+pub use onnx::{Graph, OPSET, conv_attrs, int_attr, ints_attr};
 
 pub mod quantize;
 
@@ -132,8 +132,7 @@ impl Layers {
             let w = g.f32_tensor(&format!("conv{}.weight", i + 1), &l.dims, &l.weight);
             let b = g.f32_tensor(&format!("conv{}.bias", i + 1), &[l.dims[0]], &l.bias);
             let k = l.dims[2] as i64;
-            let attrs = vec![ints_attr("kernel_shape", &[k, k]), ints_attr("strides", &[2, 2]), ints_attr("pads", &[1, 1, 1, 1])];
-            let conv = g.node("Conv", &[&x, &w, &b], &format!("conv{}", i + 1), attrs);
+            let conv = g.node("Conv", &[&x, &w, &b], &format!("conv{}", i + 1), conv_attrs(k));
             x = g.node("Relu", &[&conv], &format!("relu{}", i + 1), vec![]);
         }
         if self.global_pool {

@@ -19,6 +19,11 @@ pub struct Graph {
     g: GraphProto,
 }
 
+/// Attributes of the encoders' convolutions: square kernel `k`, stride 2, padding 1.
+pub fn conv_attrs(k: i64) -> Vec<AttributeProto> {
+    vec![ints_attr("kernel_shape", &[k, k]), ints_attr("strides", &[2, 2]), ints_attr("pads", &[1, 1, 1, 1])]
+}
+
 pub fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
 }

@@ -12,7 +12,7 @@
 //!   rescaling, since QLinearMatMul has no bias input), DequantizeLinear / GlobalAveragePool for
 //!   `tiny`'s pooling. All standard ONNX, opset 13.
 
-use super::{Graph, Layers, ints_attr};
+use super::{Graph, Layers};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::prelude::*;
 
@@ -93,8 +93,7 @@ pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
         let y_s = g.f32_tensor(&format!("relu{n}.scale"), &[], &[sy]);
         let y_z = g.u8_tensor(&format!("relu{n}.zero"), &[], &[0]);
         let k = l.dims[2] as i64;
-        let attrs = vec![ints_attr("kernel_shape", &[k, k]), ints_attr("strides", &[2, 2]), ints_attr("pads", &[1, 1, 1, 1])];
-        x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &y_z, &b], &format!("relu{n}_q"), attrs);
+        x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &y_z, &b], &format!("relu{n}_q"), super::conv_attrs(k));
         (sx, xs, xz) = (sy, y_s, y_z);
     }
     if let Some(pool) = ranges.pool.filter(|_| layers.global_pool) {
