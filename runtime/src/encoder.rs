@@ -28,6 +28,8 @@ impl<'a> Image<'a> {
 #[derive(Clone)]
 pub struct Encoder {
     plan: Arc<TypedRunnableModel>,
+    /// The plan with the extra outputs of [`Encoder::from_bytes_with_layers`].
+    layers: Option<Arc<TypedRunnableModel>>,
     dim: usize,
 }
 
@@ -49,19 +51,39 @@ impl Encoder {
     /// Untrusted bytes give `Err`, never a panic: tract's own checks run inside
     /// `catch_unwind`, so a malformed graph that trips an assertion is reported, not raised.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Self::from_bytes_with_layers(bytes, &[])
+    }
+
+    /// Like [`Encoder::from_bytes`], and [`Encoder::embed_layers`] also returns the named
+    /// intermediate values (e.g. `relu3`, `fc_relu` of a `trainer export` / `quantize` file),
+    /// as f32. Embedding alone is unchanged: the extra outputs are not computed for it.
+    pub fn from_bytes_with_layers(bytes: &[u8], layers: &[&str]) -> Result<Self, Error> {
         let bytes = bytes.to_vec();
-        std::panic::catch_unwind(move || Self::load(&bytes)).unwrap_or_else(|p| {
+        let layers: Vec<String> = layers.iter().map(|s| s.to_string()).collect();
+        std::panic::catch_unwind(move || Self::load(&bytes, &layers)).unwrap_or_else(|p| {
             let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(Error::Model(format!("rejected by tract: {}", msg.unwrap_or_else(|| "panic while loading".into()))))
         })
     }
 
-    fn load(bytes: &[u8]) -> Result<Self, Error> {
+    fn load(bytes: &[u8], layers: &[String]) -> Result<Self, Error> {
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(model_err)?;
         if model.inputs.len() != 1 {
             return Err(Error::Model(format!("expected 1 input, found {}", model.inputs.len())));
         }
         model.outputs.truncate(1);
+        let layered = if layers.is_empty() {
+            None
+        } else {
+            let mut outputs = model.outputs.clone();
+            for name in layers {
+                let node = model.node_by_name(name).map_err(|_| Error::Model(format!("the model has no value named `{name}`")))?;
+                outputs.push(OutletId::new(node.id, 0));
+            }
+            let mut with = model.clone();
+            with.select_output_outlets(&outputs).map_err(model_err)?;
+            Some(with)
+        };
         let n = model.sym("N");
         let s = INPUT_SIDE as i64;
         let model = model
@@ -76,7 +98,15 @@ impl Encoder {
         }
         let dim = shape[1].to_usize().map_err(|_| Error::Model(format!("embedding width {} is not a constant", shape[1])))?;
         let plan = model.into_runnable().map_err(model_err)?;
-        Ok(Self { plan, dim })
+        let layers = match layered {
+            None => None,
+            Some(m) => {
+                let n = m.sym("N");
+                let m = m.with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
+                Some(m.into_runnable().map_err(model_err)?)
+            }
+        };
+        Ok(Self { plan, layers, dim })
     }
 
     /// Width of the embedding.
@@ -87,6 +117,17 @@ impl Encoder {
     /// Embeds already preprocessed images: `input` is `[n, 3, 32, 32]` f32 (see
     /// [`crate::preprocess`]), the result `[n, dim]`, row-major.
     pub fn embed_preprocessed(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        Ok(Self::run(&self.plan, input)?.remove(0))
+    }
+
+    /// `[y, layer 1, …]` for preprocessed `input`, each row-major `[n, width]` (a feature map
+    /// flattened in CHW order). Needs [`Encoder::from_bytes_with_layers`].
+    pub fn embed_layers(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+        let plan = self.layers.as_ref().ok_or_else(|| Error::Run("the encoder was loaded without layers".into()))?;
+        Self::run(plan, input)
+    }
+
+    fn run(plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         if input.is_empty() || input.len() % INPUT_LEN != 0 {
             return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
         }
@@ -94,12 +135,13 @@ impl Encoder {
         let t = Tensor::from_shape(&[n, 3, INPUT_SIDE, INPUT_SIDE], input).map_err(|e| Error::Run(e.to_string()))?;
         // A model that loaded may still be hostile (mutated weights or shapes): keep tract's
         // internal assertions from unwinding into the caller.
-        let plan = self.plan.clone();
+        let plan = plan.clone();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tvec!(t.into_tvalue()))))
             .map_err(|_| Error::Run("tract panicked while running the model".into()))?
             .map_err(|e| Error::Run(format!("{e:#}")))?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(|e| Error::Run(e.to_string()))?;
-        Ok(view.iter().copied().collect())
+        out.iter()
+            .map(|o| Ok(o.cast_to::<f32>().map_err(|e| Error::Run(e.to_string()))?.to_plain_array_view::<f32>().map_err(|e| Error::Run(e.to_string()))?.iter().copied().collect()))
+            .collect()
     }
 
     /// Embeds one image of any size.

@@ -36,21 +36,20 @@ fn tract_matches_burn_on_real_images() {
         let err = max_abs(&got, &want);
         assert!(err <= 1e-4, "{model:?}: tract vs burn max abs {err}");
         assert!(want.iter().map(|v| v.abs()).fold(0.0, f32::max) > 1e-2, "outputs are not trivially zero");
-        // The local-map variant: `y` stays first (what the runtime embeds), `local` matches too.
+        // The probe layers and the local map, read through the runtime as `trainer eval` does.
         let with_local = export::to_onnx(&encoder, true);
-        let onnx = tract_local(&with_local, &input);
-        assert!(max_abs(&onnx, &want_local) <= 1e-4, "{model:?}: local map differs");
+        let layered = dim_runtime::Encoder::from_bytes_with_layers(&with_local, &["relu3", "fc_relu", "relu2"]).unwrap();
+        let got = layered.embed_layers(&input).unwrap();
+        for (i, want) in [out.conv, out.local].into_iter().enumerate() {
+            let want: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+            assert!(max_abs(&got[[1, 3][i]], &want) <= 1e-4, "{model:?}: layer {} differs", [1, 3][i]);
+        }
+        let want_fc: Vec<f32> = out.fc.into_data().try_to_vec::<f32>().unwrap();
+        assert!(max_abs(&got[2], &want_fc) <= 1e-4, "{model:?}: fc differs");
+        assert_eq!(got[0], layered.embed_preprocessed(&input).unwrap(), "y first, identical either way");
+        let missing = dim_runtime::Encoder::from_bytes_with_layers(&bytes, &["nope"]).err().unwrap().to_string();
+        assert!(missing.contains("`nope`"), "{missing}");
     }
-}
-
-/// Runs the second output (`local`) through tract directly.
-fn tract_local(bytes: &[u8], input: &[f32]) -> Vec<f32> {
-    use tract_onnx::prelude::*;
-    let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap().into_optimized().unwrap().into_runnable().unwrap();
-    let n = input.len() / 3072;
-    let t = tract_onnx::prelude::Tensor::from_shape(&[n, 3, 32, 32], input).unwrap();
-    let out = model.run(tvec!(t.into_tvalue())).unwrap();
-    out[1].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
 /// A second, independent runtime: Python's onnxruntime, when installed (skips cleanly otherwise).
@@ -110,13 +109,23 @@ fn int8_export_tracks_f32_on_real_images() {
         // Integer kernels, standard ops only: no float Conv / Gemm left.
         let graph = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap().graph.unwrap();
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
-        assert_eq!(ops.iter().filter(|o| **o == "QLinearConv").count(), 3, "{ops:?}");
-        assert_eq!(ops.iter().filter(|o| **o == "MatMulInteger").count(), 2, "{ops:?}");
+        // Three convolutions, then fc as QLinearConv in groups of output channels (dim32: 4 of
+        // 256, so that tract precomputes each group's kernel sums; tiny: 1), then y.
+        let fc_groups = if model == ModelKind::Dim32 { 4 } else { 1 };
+        assert_eq!(ops.iter().filter(|o| **o == "QLinearConv").count(), 3 + fc_groups, "{ops:?}");
+        assert_eq!(ops.iter().filter(|o| **o == "MatMulInteger").count(), 1, "{ops:?}");
         assert!(!ops.iter().any(|o| ["Conv", "Gemm", "MatMul"].contains(o)), "{ops:?}");
         assert!(graph.node.iter().all(|n| n.domain.is_empty()), "no vendor domains");
         // The runtime embeds with it through the same interface.
         let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&val[..3072]).unwrap();
         assert_eq!(y.len(), 64);
+        // Its probe layers (dequantized) track the f32 ones: `trainer check` probes them.
+        let layers = |b: &[u8]| dim_runtime::Encoder::from_bytes_with_layers(b, &export::PROBE_LAYERS).unwrap().embed_layers(&val[..8 * 3072]).unwrap();
+        let (q, f) = (layers(&int8), layers(&f32_bytes));
+        for i in 1..3 {
+            let c = export::quantize::cosines(&q[i], &f[i], q[i].len() / 8);
+            assert!(c.iter().all(|c| *c > 0.98), "{model:?}: layer {i} cosines {c:?}");
+        }
     }
 }
 

@@ -156,3 +156,11 @@ pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: Trai
     };
     Ok(TrainState { model, optim, disc, disc_optim })
 }
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a kill never leaves a
+/// half-written file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

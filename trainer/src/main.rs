@@ -71,6 +71,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Evaluate a representation: probes on conv / fc / Y, kNN on Y, MINE of I(X;Y), NDM of Y.
+    ///
+    /// Follows the paper's protocol (nonlinear probe: linear 200, BN, dropout 0.1, ReLU, linear;
+    /// linear probe; Adam 1e-4, batch 64). Representations are computed through dim-runtime. Each
+    /// learned measure runs once per seed; the report keeps every value, the mean and the spread.
+    #[command(after_help = "Example:\n  trainer eval --model runs/dim32 --train cifar/train --out runs/dim32/eval/report.json\n  trainer eval --model encoder.onnx --train cifar/train --max-images 5000 --probe-epochs 5 --seeds 2")]
+    Eval(dim_trainer::eval::run::EvalArgs),
+    /// Replay the measures of a float reference report through a deployed encoder; fail on a drop.
+    ///
+    /// The deployed file (f32 or int8 ONNX) runs in dim-runtime (tract), as on a device; `eval`'s
+    /// settings and seeds are reused. Exit status 1 when a measure is outside its tolerance: an
+    /// accuracy more than --max-drop points below the reference, or MINE / NDM outside a band of
+    /// four standard errors of the reference's run-to-run spread (at least 2 %).
+    #[command(after_help = "Example:\n  trainer check --model encoder.int8.onnx --train cifar/train --reference runs/dim32/eval/report.json")]
+    Check(dim_trainer::eval::run::CheckArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -205,9 +220,7 @@ fn write_beside(path: &std::path::Path, bytes: &[u8], config: &TrainConfig) -> a
     use burn::config::Config;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    dim_trainer::checkpoint::write_atomic(path, bytes)?;
     config.save(dir.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("config.json").display()))?;
     Ok(())
 }
@@ -269,6 +282,12 @@ fn main() -> anyhow::Result<()> {
             println!("cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}", report.validation_images, report.mean_cosine, report.worst_cosine);
             println!("size: f32 {} bytes, int8 {} bytes ({:.2}x smaller)", report.f32_bytes, report.int8_bytes, report.f32_bytes as f64 / report.int8_bytes as f64);
             println!("wrote {} and {}", out.display(), report_path.display());
+        }
+        Command::Eval(args) => dim_trainer::eval::run::eval(&args)?,
+        Command::Check(args) => {
+            if !dim_trainer::eval::run::check(&args)? {
+                std::process::exit(1);
+            }
         }
         Command::Data(DataCommand::Fetch { name, to, url }) => {
             let a = data::fetch::archive(&name)?;

@@ -1,3 +1,208 @@
-//! Evaluation of representations. `knn` is the quick probe `fit` reports at the end of a run.
+//! `trainer eval` and `trainer check`: how good a representation is, and whether the deployed
+//! encoder still carries it.
+//!
+//! Representations always come from `dim-runtime` (tract): a checkpoint is exported in memory
+//! first (tract matches burn to 1e-4, see `tests/export.rs`), an ONNX file — f32 or int8 — is run
+//! as a device would run it. The measures (paper protocol, DESIGN.md): nonlinear and linear probes
+//! on conv, fc and Y; kNN on Y; MINE of I(X; Y); NDM of Y. Each learned measure runs once per
+//! seed, and the report gives every value with the mean and standard deviation, so the tolerances
+//! of `check` rest on the measured run-to-run spread.
 
+pub mod check;
+pub mod estimators;
 pub mod knn;
+pub mod probe;
+pub mod report;
+pub mod run;
+
+use crate::data::{self, ImageSource};
+use crate::export::PROBE_LAYERS;
+use anyhow::Context;
+use estimators::{EstimatorConfig, Kind};
+use probe::{ProbeConfig, ProbeKind, Rows};
+use std::path::Path;
+use std::time::Instant;
+
+/// What `eval` ran; `check` reruns exactly this.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    pub seeds: usize,
+    pub probe_epochs: usize,
+    pub mine_steps: usize,
+    pub ndm_steps: usize,
+    pub knn_k: usize,
+    /// Train images used as the kNN bank (the first ones).
+    pub knn_bank: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { seeds: 3, probe_epochs: 20, mine_steps: 2000, ndm_steps: 2000, knn_k: 20, knn_bank: 10_000 }
+    }
+}
+
+/// One measure over seeds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Measure {
+    /// e.g. `probe.nonlinear.fc`, `knn.y`, `mine`, `ndm`.
+    pub name: String,
+    /// `%` (accuracies) or `nats`.
+    pub unit: String,
+    pub values: Vec<f64>,
+    pub mean: f64,
+    pub std: f64,
+    /// Per seed: (x, y) points, x = epoch or step.
+    pub curves: Vec<Vec<(f64, f64)>>,
+}
+
+impl Measure {
+    fn new(name: String, unit: &str, runs: Vec<(f64, Vec<(f64, f64)>)>) -> Self {
+        let values: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        Self { name, unit: unit.into(), values, mean, std, curves: runs.into_iter().map(|r| r.1).collect() }
+    }
+    pub fn is_accuracy(&self) -> bool {
+        self.unit == "%"
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub train: String,
+    pub test: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub settings: Settings,
+    pub seconds: f64,
+    pub measures: Vec<Measure>,
+}
+
+/// Images, labels and the representations of one split.
+pub struct Split {
+    pub images: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// `(name, width, rows)` for `y`, then `conv` and `fc` when the model outputs them.
+    pub layers: Vec<(&'static str, usize, Vec<f32>)>,
+}
+
+/// Loads `model` (a run folder / checkpoint, or an ONNX file) into the runtime, with its probe
+/// layers when it has them. Returns the encoder and whether the layers are there.
+pub fn load_encoder(model: &Path) -> anyhow::Result<(dim_runtime::Encoder, bool)> {
+    let bytes = if model.is_dir() {
+        let ck = crate::checkpoint::resolve(model)?;
+        let config = crate::checkpoint::load_config(&ck)?;
+        let m = crate::checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex())?;
+        crate::export::to_onnx(&m.encoder, false)
+    } else {
+        std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?
+    };
+    match dim_runtime::Encoder::from_bytes_with_layers(&bytes, &PROBE_LAYERS) {
+        Ok(e) => Ok((e, true)),
+        Err(dim_runtime::Error::Model(m)) if m.contains("has no value named") => {
+            eprintln!("note: {} has no `relu3` / `fc_relu` outputs (exported before they existed?): probes run on Y only; re-export to probe conv and fc", model.display());
+            Ok((dim_runtime::Encoder::from_bytes(&bytes).with_context(|| format!("{}", model.display()))?, false))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot load {}", model.display())),
+    }
+}
+
+/// Decodes `indices` of `source` and runs them through `encoder`.
+pub fn represent(encoder: &dim_runtime::Encoder, layers: bool, source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
+    let images = data::load_inputs(source, indices)?;
+    let labels = indices.iter().map(|&i| source.label(i)).collect();
+    let n = indices.len().max(1);
+    let mut out: Vec<Vec<f32>> = Vec::new();
+    for chunk in images.chunks(256 * dim_runtime::INPUT_LEN) {
+        let parts = if layers { encoder.embed_layers(chunk)? } else { vec![encoder.embed_preprocessed(chunk)?] };
+        out.resize(parts.len(), Vec::new());
+        out.iter_mut().zip(parts).for_each(|(o, p)| o.extend(p));
+    }
+    let names = ["y", "conv", "fc"];
+    let layers = out.into_iter().enumerate().map(|(i, v)| (names[i], v.len() / n, v)).collect();
+    Ok(Split { images, labels, layers })
+}
+
+/// Per-column standardisation with `train`'s statistics, applied to both (an invertible map per
+/// dimension: it changes neither MI nor total correlation, and steadies the critics).
+fn standardise(train: &[f32], test: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = (train.len() / d).max(1) as f64;
+    let mut mean = vec![0f64; d];
+    let mut sq = vec![0f64; d];
+    for row in train.chunks(d) {
+        row.iter().enumerate().for_each(|(j, &v)| {
+            mean[j] += v as f64 / n;
+            sq[j] += (v as f64).powi(2) / n;
+        });
+    }
+    let inv: Vec<f64> = sq.iter().zip(&mean).map(|(q, m)| 1.0 / ((q - m * m).max(0.0).sqrt() + 1e-6)).collect();
+    let f = |x: &[f32]| x.iter().enumerate().map(|(i, v)| ((*v as f64 - mean[i % d]) * inv[i % d]) as f32).collect();
+    (f(train), f(test))
+}
+
+/// Runs every measure. `log` receives one line per finished measure.
+pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
+    let started = Instant::now();
+    let mut say = |name: &str, v: f64, unit: &str| log(&format!("[{:>6.0} s] {name}: {v:.3} {unit}", started.elapsed().as_secs_f64()));
+    let (_, yd, y_tr) = &train.layers[0];
+    let y_te = &test.layers[0].2;
+    let mut measures = Vec::new();
+    let bank = settings.knn_bank.min(train.labels.len());
+    let knn = 100.0 * knn::knn_accuracy(&y_tr[..bank * yd], &train.labels[..bank], y_te, &test.labels, *yd, settings.knn_k);
+    say("knn.y", knn, "%");
+    measures.push(Measure::new("knn.y".into(), "%", vec![(knn, vec![])]));
+
+    let mut runs: std::collections::BTreeMap<String, Vec<(f64, Vec<(f64, f64)>)>> = Default::default();
+    let (ys_tr, ys_te) = standardise(y_tr, y_te, *yd);
+    for seed in 0..settings.seeds as u64 {
+        for kind in [ProbeKind::Nonlinear, ProbeKind::Linear] {
+            for ((name, d, tr), (_, _, te)) in train.layers.iter().zip(&test.layers).rev() {
+                let cfg = ProbeConfig::new().with_epochs(settings.probe_epochs).with_seed(seed);
+                let r = probe::train_probe(kind, &cfg, Rows { x: tr, labels: &train.labels, dim: *d }, Rows { x: te, labels: &test.labels, dim: *d }, classes)?;
+                let key = format!("probe.{}.{name}", if kind == ProbeKind::Linear { "linear" } else { "nonlinear" });
+                say(&format!("{key} (seed {seed})"), 100.0 * r.accuracy, "%");
+                let curve = r.curve.iter().enumerate().map(|(e, a)| ((e + 1) as f64, 100.0 * a)).collect();
+                runs.entry(key).or_default().push((100.0 * r.accuracy, curve));
+            }
+        }
+        let dx = dim_runtime::INPUT_LEN;
+        let mine_cfg = EstimatorConfig::mine().with_steps(settings.mine_steps).with_seed(seed);
+        let rows = |x: &[f32], y: &[f32]| estimators::concat_rows(x, dx, y, *yd);
+        let m = estimators::estimate(Kind::Mine { y_dim: *yd }, &mine_cfg, &rows(&train.images, &ys_tr), &rows(&test.images, &ys_te), dx + yd)?;
+        say(&format!("mine (seed {seed})"), m.value, "nats");
+        runs.entry("mine".into()).or_default().push((m.value, m.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
+        let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
+        let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
+        say(&format!("ndm (seed {seed})"), n.value, "nats");
+        runs.entry("ndm".into()).or_default().push((n.value, n.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
+    }
+    for (name, r) in runs {
+        let unit = if name.starts_with("probe") { "%" } else { "nats" };
+        measures.push(Measure::new(name, unit, r));
+    }
+    Ok(measures)
+}
+
+/// Where `eval` / `check` read their images: `test` when given, else the validation split of
+/// `train` (the seeded split `fit` uses). Both capped at `max_images`.
+pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, seed: u64, max_images: Option<usize>) -> anyhow::Result<(Box<dyn ImageSource>, Vec<usize>, Box<dyn ImageSource>, Vec<usize>, String)> {
+    let cap = |mut v: Vec<usize>| {
+        v.truncate(max_images.unwrap_or(usize::MAX));
+        v
+    };
+    let source = data::open(train)?;
+    match test {
+        Some(t) if t != train => {
+            let test_src = data::open(t)?;
+            let (a, b) = (cap((0..source.len()).collect()), cap((0..test_src.len()).collect()));
+            Ok((source, a, test_src, b, t.display().to_string()))
+        }
+        _ => {
+            let (a, b) = data::split(source.len(), validation_size, seed);
+            let desc = format!("{} (validation split: last {validation_size} of the seed-{seed} shuffle)", train.display());
+            Ok((data::open(train)?, cap(a), source, cap(b), desc))
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! BatchNorm is folded into the preceding conv / linear layer (running statistics, as in
 //! inference), so the graph is Conv, Relu, Flatten / GlobalAveragePool and Gemm only — opset 13,
-//! input `image` f32 `[N, 3, 32, 32]` in `[-1, 1]`, output `y` `[N, 64]` (and optionally `local`,
-//! the `[N, C, 8, 8]` feature map).
+//! input `image` f32 `[N, 3, 32, 32]` in `[-1, 1]`, output `y` `[N, 64]`, then the probe layers
+//! `relu3` and `fc_relu` (see [`PROBE_LAYERS`]) and optionally `relu2`, the `[N, C, 8, 8]` local map.
 
 mod onnx;
 
@@ -155,8 +155,13 @@ impl Layers {
 
 pub const DOC: &str = "Deep InfoMax encoder: image f32 [N,3,32,32] in [-1,1] (CHW, RGB) -> y f32 [N,D]";
 
-/// Writes the encoder as ONNX bytes. `with_local` adds the local feature map (`relu2`,
-/// `[N, C, 8, 8]`) as a second output.
+/// The probe layers every export also outputs after `y`: `relu3` (the "conv" layer,
+/// `[N, C, 4, 4]`) and `fc_relu` (the "fc" layer, `[N, 1024]`). `trainer eval` and `check`
+/// read them through the runtime; embedding (`y` only) does not compute them.
+pub const PROBE_LAYERS: [&str; 2] = ["relu3", "fc_relu"];
+
+/// Writes the encoder as ONNX bytes: outputs `y`, then [`PROBE_LAYERS`], then, with
+/// `with_local`, the local feature map `relu2` (`[N, C, 8, 8]`).
 pub fn to_onnx(encoder: &Encoder, with_local: bool) -> Vec<u8> {
-    Layers::from_encoder(encoder).to_onnx(if with_local { &["relu2"] } else { &[] })
+    Layers::from_encoder(encoder).to_onnx(if with_local { &["relu3", "fc_relu", "relu2"] } else { &PROBE_LAYERS })
 }

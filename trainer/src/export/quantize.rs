@@ -7,10 +7,11 @@
 //!   percentile (default 99.99 %) of the activation over the calibration images: clipping the
 //!   rare largest values buys resolution for all the others. Saturating at 0 is the ReLU, so
 //!   the quantized graph needs no Relu nodes.
-//! - Ops: QuantizeLinear, QLinearConv (tract: int8 im2col + integer matmul), MatMulInteger
-//!   for the fully connected layers (exact int32 accumulation; the bias is added in f32 after
-//!   rescaling, since QLinearMatMul has no bias input), DequantizeLinear / GlobalAveragePool for
-//!   `tiny`'s pooling. All standard ONNX, opset 13.
+//! - Ops: QuantizeLinear, QLinearConv (tract: int8 im2col + integer matmul) for the three
+//!   convolutions and for the fully connected layer (a kernel as large as the feature map),
+//!   MatMulInteger for `y` (exact int32 accumulation; the bias is added in f32 after rescaling,
+//!   since QLinearMatMul has no bias input), DequantizeLinear / GlobalAveragePool for `tiny`'s
+//!   pooling. All standard ONNX, opset 13.
 
 use super::{Graph, Layers};
 use tract_onnx::pb::tensor_proto::DataType;
@@ -25,6 +26,9 @@ pub struct Ranges {
 }
 
 const IMAGE_SCALE: f32 = 1.0 / 127.0;
+
+/// Bytes of int32 kernel that tract folds into constants (tract-core `CONST_FOLD_MEM_BUDGET`).
+const FOLD_BUDGET: usize = 4 << 20;
 
 fn percentile(mut v: Vec<f32>, p: f64) -> f32 {
     if v.is_empty() {
@@ -96,38 +100,66 @@ pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
         x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &y_z, &b], &format!("relu{n}_q"), super::conv_attrs(k));
         (sx, xs, xz) = (sy, y_s, y_z);
     }
+    // The probe layers, as in the f32 export (see `export::PROBE_LAYERS`), dequantized.
+    let conv_tap = g.node("DequantizeLinear", &[&x, &xs, &xz], "relu3", vec![]);
     if let Some(pool) = ranges.pool.filter(|_| layers.global_pool) {
-        let f = g.node("DequantizeLinear", &[&x, &xs, &xz], "relu3_f", vec![]);
-        let p = g.node("GlobalAveragePool", &[&f], "pool", vec![]);
+        let p = g.node("GlobalAveragePool", &[&conv_tap], "pool", vec![]);
         sx = pool / 255.0;
         xs = g.f32_tensor("pool.scale", &[], &[sx]);
         x = g.node("QuantizeLinear", &[&p, &xs, &xz], "pool_q", vec![]);
     }
-    x = g.node("Flatten", &[&x], "flat_q", vec![super::int_attr("axis", 1)]);
-    for (name, l, next) in [("fc", &layers.fc, Some(ranges.fc)), ("y", &layers.y, None)] {
-        let cols = l.dims[1];
-        let (wq, ws) = quantize_weights(&l.weight, cols, true);
-        let w = g.i8_tensor(&format!("{name}.weight_q"), &l.dims, &wq);
-        let w_z = g.i8_tensor(&format!("{name}.weight_zero"), &[], &[0]);
-        let acc = g.node("MatMulInteger", &[&x, &w, &xz, &w_z], &format!("{name}_acc"), vec![]);
-        let accf = g.node("Cast", &[&acc], &format!("{name}_accf"), vec![super::int_attr("to", DataType::Float as i64)]);
-        let rescale: Vec<f32> = ws.iter().map(|s| s * sx).collect();
-        let r = g.f32_tensor(&format!("{name}.rescale"), &[cols], &rescale);
-        let b = g.f32_tensor(&format!("{name}.bias"), &[cols], &l.bias);
-        let m = g.node("Mul", &[&accf, &r], &format!("{name}_scaled"), vec![]);
-        match next {
-            Some(range) => {
-                let f = g.node("Add", &[&m, &b], &format!("{name}_f"), vec![]);
-                sx = range / 255.0;
-                xs = g.f32_tensor(&format!("{name}.scale"), &[], &[sx]);
-                x = g.node("QuantizeLinear", &[&f, &xs, &xz], &format!("{name}_q"), vec![]);
-            }
-            None => {
-                g.node("Add", &[&m, &b], "y", vec![]);
-                g.output("y", &[None, Some(cols as i64)]);
-            }
-        }
+    // The fully connected layer as QLinearConv with a kernel covering the whole feature map
+    // (`[N, C, h, w]` → `[N, 1024, 1, 1]`), in groups of output channels joined by Concat.
+    // Why: tract corrects for the input zero point with the kernel's per-channel sums, and it
+    // precomputes those only when the int32 copy of the kernel fits its 4 MiB constant-folding
+    // budget (tract-core `CONST_FOLD_MEM_BUDGET`); otherwise it re-sums the 4096×1024 kernel
+    // on every run (dim32 batch 1: 50 ms as one MatMulInteger, 4.6 ms as one QLinearConv).
+    // The bias rides in int32 and the uint8 output saturating at 0 is the ReLU.
+    let fc = &layers.fc;
+    let (k, o) = (fc.dims[0], fc.dims[1]);
+    let c = if layers.global_pool { k } else { layers.convs[2].dims[0] };
+    let side = ((k / c) as f64).sqrt().round() as usize;
+    let mut w_conv = vec![0f32; k * o];
+    for (i, row) in fc.weight.chunks(o).enumerate() {
+        row.iter().enumerate().for_each(|(j, v)| w_conv[j * k + i] = *v);
     }
+    let (wq, ws) = quantize_weights(&w_conv, o, false);
+    let bias: Vec<i32> = fc.bias.iter().zip(&ws).map(|(b, s)| (b / (sx * s)).round() as i32).collect();
+    sx = ranges.fc / 255.0;
+    let y_s = g.f32_tensor("fc.scale", &[], &[sx]);
+    let group = (FOLD_BUDGET / (4 * k)).clamp(1, o);
+    let mut parts = Vec::new();
+    for (gi, start) in (0..o).step_by(group).enumerate() {
+        let n = group.min(o - start);
+        let w = g.i8_tensor(&format!("fc.{gi}.weight_q"), &[n, c, side, side], &wq[start * k..(start + n) * k]);
+        let w_s = g.f32_tensor(&format!("fc.{gi}.weight_scale"), &[n], &ws[start..start + n]);
+        let w_z = g.i8_tensor(&format!("fc.{gi}.weight_zero"), &[n], &vec![0; n]);
+        let b = g.i32_tensor(&format!("fc.{gi}.bias_q"), &[n], &bias[start..start + n]);
+        let attrs = vec![super::ints_attr("kernel_shape", &[side as i64, side as i64])];
+        parts.push(g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &xz, &b], &format!("fc_q.{gi}"), attrs));
+    }
+    x = match parts.as_slice() {
+        [one] => one.clone(),
+        _ => g.node("Concat", &parts.iter().map(String::as_str).collect::<Vec<_>>(), "fc_q", vec![super::int_attr("axis", 1)]),
+    };
+    g.node("DequantizeLinear", &[&x, &y_s, &xz], "fc_relu", vec![]);
+    x = g.node("Flatten", &[&x], "fc_flat_q", vec![super::int_attr("axis", 1)]);
+    // y: 1024 → 64 with exact int32 accumulation; the bias is added in f32 after rescaling
+    // (QLinearMatMul has no bias input, and y itself stays f32).
+    let y = &layers.y;
+    let cols = y.dims[1];
+    let (wq, ws) = quantize_weights(&y.weight, cols, true);
+    let w = g.i8_tensor("y.weight_q", &y.dims, &wq);
+    let w_z = g.i8_tensor("y.weight_zero", &[], &[0]);
+    let acc = g.node("MatMulInteger", &[&x, &w, &xz, &w_z], "y_acc", vec![]);
+    let accf = g.node("Cast", &[&acc], "y_accf", vec![super::int_attr("to", DataType::Float as i64)]);
+    let rescale: Vec<f32> = ws.iter().map(|s| s * sx).collect();
+    let r = g.f32_tensor("y.rescale", &[cols], &rescale);
+    let b = g.f32_tensor("y.bias", &[cols], &y.bias);
+    let m = g.node("Mul", &[&accf, &r], "y_scaled", vec![]);
+    g.node("Add", &[&m, &b], "y", vec![]);
+    g.output("y", &[None, Some(cols as i64)]);
+    super::PROBE_LAYERS.iter().for_each(|name| g.output_any(name));
     g.into_bytes(&format!("{} (int8: per-channel weights, calibrated activations)", super::DOC))
 }
 

@@ -1,0 +1,85 @@
+//! Writing an evaluation: JSON (the reference `check` reads), a Markdown table, PNG curves.
+
+use super::{Measure, Report};
+use anyhow::Context;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// The Markdown table of `report`.
+pub fn markdown(report: &Report) -> String {
+    let mut s = format!(
+        "# Evaluation of `{}`\n\ntrain: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
+        report.model, report.train, report.train_images, report.test, report.test_images, report.settings.seeds, report.settings.probe_epochs, report.settings.mine_steps, report.settings.ndm_steps
+    );
+    for m in &report.measures {
+        let vals: Vec<String> = m.values.iter().map(|v| format!("{v:.2}")).collect();
+        s += &format!("| {} | {:.2} {} | {:.2} | {} |\n", m.name, m.mean, m.unit, m.std, vals.join(", "));
+    }
+    s
+}
+
+/// Writes `out` (JSON), `out` with `.md`, and the curve plots `*.probes.png`, `*.estimators.png`.
+/// Returns the paths written.
+pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut written = vec![out.to_path_buf(), out.with_extension("md")];
+    crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(report)?.as_bytes())?;
+    crate::checkpoint::write_atomic(&written[1], markdown(report).as_bytes())?;
+    let groups: [(&str, &str, fn(&Measure) -> bool); 2] =
+        [("probes", "test accuracy (%) by epoch", |m| m.name.starts_with("probe")), ("estimators", "train-batch DV bound (nats) by step", |m| !m.is_accuracy())];
+    for (suffix, title, pick) in groups {
+        let path = out.with_extension(format!("{suffix}.png"));
+        let series: Vec<&Measure> = report.measures.iter().filter(|m| pick(m)).collect();
+        match plot(&path, title, &series) {
+            Ok(()) => written.push(path),
+            Err(e) => eprintln!("note: no plot {}: {e}", path.display()),
+        }
+    }
+    Ok(written)
+}
+
+/// The font plotters draws text with: DejaVu Sans from the system (Debian `fonts-dejavu-core`,
+/// which `scripts/setup` installs); plotters' `ab_glyph` backend needs the bytes registered.
+fn register_font() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let path = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e} (install Debian's fonts-dejavu-core)"))?;
+        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).map_err(|_| format!("{path}: not a usable font"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn plot(path: &Path, title: &str, series: &[&Measure]) -> anyhow::Result<()> {
+    let points: Vec<&(f64, f64)> = series.iter().flat_map(|m| m.curves.iter().flatten()).collect();
+    anyhow::ensure!(!points.is_empty(), "no curves");
+    register_font()?;
+    let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart.configure_mesh().draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for (i, m) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        for (s, curve) in m.curves.iter().enumerate() {
+            let drawn = chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            if s == 0 {
+                drawn.label(m.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+        }
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The `trainer eval` and `trainer check` commands.
+
+use super::{Report, Settings, check, load_encoder, open_splits, report, represent};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Where the images come from and how many (shared by `eval` and `check`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8) from `export` / `quantize`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Images the probes and estimators train on (any format `fit --data` reads).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Held-out images they are scored on. Default: the validation split of --train (the
+    /// seeded split `fit` uses; pass the run's --seed / validation size if it changed them).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    #[arg(long, default_value_t = 5000)]
+    pub validation_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Use at most this many images of each split (quick checks).
+    #[arg(long)]
+    pub max_images: Option<usize>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The report (JSON); a Markdown table and PNG curves are written beside it.
+    #[arg(long, default_value = "report.json")]
+    pub out: PathBuf,
+    /// Runs of every learned measure, with seeds 0, 1, …: their spread sets `check`'s tolerances.
+    #[arg(long, default_value_t = Settings::default().seeds)]
+    pub seeds: usize,
+    #[arg(long, default_value_t = Settings::default().probe_epochs)]
+    pub probe_epochs: usize,
+    /// Critic steps of MINE (batch 256).
+    #[arg(long, default_value_t = Settings::default().mine_steps)]
+    pub mine_steps: usize,
+    /// Critic steps of NDM (batch 256).
+    #[arg(long, default_value_t = Settings::default().ndm_steps)]
+    pub ndm_steps: usize,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The float model's report from `trainer eval` (its settings are reused).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Largest accepted drop of an accuracy, in points.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_drop: f64,
+    /// The deployed model's own report and the comparison (`.check.json`, `.check.md`).
+    #[arg(long, default_value = "check.json")]
+    pub out: PathBuf,
+}
+
+fn measure(data: &DataArgs, settings: &Settings) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let (encoder, layers) = load_encoder(&data.model)?;
+    let (train_src, train_idx, test_src, test_idx, test_desc) =
+        open_splits(&data.train, data.test.as_deref(), data.validation_size, data.split_seed, data.max_images)?;
+    anyhow::ensure!(train_idx.len() >= 2 && test_idx.len() >= 2, "need at least 2 train and 2 test images");
+    eprintln!("representing {} train and {} test images through dim-runtime (tract)…", train_idx.len(), test_idx.len());
+    let train = represent(&encoder, layers, &*train_src, &train_idx)?;
+    let test = represent(&encoder, layers, &*test_src, &test_idx)?;
+    let classes = train_src.classes().len().max(test_src.classes().len()).max(2);
+    let measures = super::evaluate(settings, &train, &test, classes, &mut |line| eprintln!("{line}"))?;
+    Ok(Report {
+        model: data.model.display().to_string(),
+        train: data.train.display().to_string(),
+        test: test_desc,
+        train_images: train_idx.len(),
+        test_images: test_idx.len(),
+        settings: settings.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        measures,
+    })
+}
+
+pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let settings = Settings { seeds: args.seeds.max(1), probe_epochs: args.probe_epochs, mine_steps: args.mine_steps, ndm_steps: args.ndm_steps, ..Settings::default() };
+    let report = measure(&args.data, &settings)?;
+    let written = report::write(&report, &args.out)?;
+    println!("{}", report::markdown(&report));
+    println!("wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+/// Returns whether every measure is within tolerance.
+pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&args.reference).with_context(|| format!("cannot read the reference report {}", args.reference.display()))?;
+    let reference: Report = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a report of `trainer eval`; make one with `trainer eval --model <float model> --out {}`", args.reference.display(), args.reference.display()))?;
+    let deployed = measure(&args.data, &reference.settings)?;
+    let rows = check::compare(&reference.measures, &deployed.measures, args.max_drop);
+    anyhow::ensure!(!rows.is_empty(), "the reference {} and this run share no measure", args.reference.display());
+    let table = check::table(&rows);
+    report::write(&deployed, &args.out.with_extension("report.json"))?;
+    crate::checkpoint::write_atomic(&args.out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    crate::checkpoint::write_atomic(&args.out.with_extension("md"), table.as_bytes())?;
+    println!("{} (deployed) vs {} (reference):\n\n{table}", deployed.model, reference.model);
+    let failed: Vec<&str> = rows.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
+    if failed.is_empty() {
+        println!("check passed: every measure within tolerance; wrote {}", args.out.display());
+    } else {
+        println!("check FAILED: {} outside tolerance; wrote {}", failed.join(", "), args.out.display());
+    }
+    Ok(failed.is_empty())
+}
