@@ -131,6 +131,9 @@ struct FitArgs {
     learning_rate: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Images held out for validation (the last ones of the seeded shuffle; default 5000).
+    #[arg(long)]
+    validation_size: Option<usize>,
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
     /// Random-crop padding in pixels (0 = off).
@@ -197,7 +200,7 @@ fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(model, critic_width, estimator, alpha, beta, gamma, epochs, batch_size, learning_rate, seed, backend, checkpoint_every);
+    set!(model, critic_width, estimator, alpha, beta, gamma, epochs, batch_size, learning_rate, seed, validation_size, backend, checkpoint_every);
     if let Some(v) = a.critic {
         c.local_critic = v;
     }

@@ -59,3 +59,57 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
 }
+
+/// fit → export → quantize → eval (f32 reference) → check (int8) passes; a reference that
+/// claims more than the model delivers makes `check` exit 1 and name the measure.
+#[test]
+fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let data = ["--validation-size", "200"];
+    let ok = |args: &[&str]| {
+        let out = trainer().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(&[&["fit", "--data", "builtin:shapes:800", "--max-steps", "60", "--out", &p("run")][..], QUICK, &data].concat());
+    ok(&["export", "--checkpoint", &p("run"), "--out", &p("encoder.onnx")]);
+    ok(&[&["quantize", "--model", &p("encoder.onnx"), "--calib", "builtin:shapes:800", "--calib-images", "128", "--out", &p("encoder.int8.onnx")][..], &data].concat());
+    let measure = ["--train", "builtin:shapes:800", "--validation-size", "200"];
+    let quick = ["--seeds", "2", "--probe-epochs", "3", "--mine-steps", "150", "--ndm-steps", "150"];
+    let table = ok(&[&["eval", "--model", &p("encoder.onnx"), "--out", &p("ref/report.json")][..], &measure, &quick].concat());
+    assert!(table.contains("probe.nonlinear.fc") && table.contains("mine"), "{table}");
+    for f in ["ref/report.json", "ref/report.md", "ref/report.probes.png", "ref/report.estimators.png"] {
+        assert!(dir.path().join(f).metadata().unwrap().len() > 100, "{f} missing or empty");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("ref/report.json")).unwrap()).unwrap();
+    let measures = report["measures"].as_array().unwrap();
+    assert_eq!(measures.len(), 9, "knn, mine, ndm and 6 probes");
+    assert!(measures.iter().filter(|m| m["name"] != "knn.y").all(|m| m["values"].as_array().unwrap().len() == 2));
+
+    // 200 test images: one image is half a point, so allow 3 points here (CIFAR checks keep 1).
+    let check = |reference: &str| {
+        let (model, out) = (p("encoder.int8.onnx"), p("check.json"));
+        let args = [&["check", "--model", &model, "--reference", reference, "--out", &out, "--max-drop", "3"][..], &measure].concat();
+        trainer().args(args).output().unwrap()
+    };
+    let out = check(&p("ref/report.json"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("check passed"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut inflated = report.clone();
+    for m in inflated["measures"].as_array_mut().unwrap() {
+        if m["name"] == "knn.y" {
+            m["mean"] = serde_json::json!(m["mean"].as_f64().unwrap() + 8.0);
+        }
+    }
+    std::fs::write(p("inflated.json"), inflated.to_string()).unwrap();
+    let out = check(&p("inflated.json"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED: knn.y"), "{text}");
+
+    let out = check(&p("run/config.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not a report of `trainer eval`"), "{err}");
+}

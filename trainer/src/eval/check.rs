@@ -35,7 +35,7 @@ pub fn compare(reference: &[Measure], deployed: &[Measure], max_drop: f64) -> Ve
         };
         let (tolerance, ok, mut note) = if r.is_accuracy() {
             let drop = r.mean - d.mean;
-            (max_drop, drop <= max_drop, if drop > 0.0 { format!("drop {drop:.2} pt") } else { format!("gain {:.2} pt", -drop) })
+            (max_drop, drop <= max_drop, if drop > 0.0 { format!("drop {drop:.2} pt") } else { format!("gain {:.2} pt", (-drop).max(0.0)) })
         } else {
             let (nr, nd) = (r.values.len().max(1) as f64, d.values.len().max(1) as f64);
             let band = (4.0 * r.std * (1.0 / nr + 1.0 / nd).sqrt()).max(0.02 * r.mean.abs()).max(0.01);
