@@ -4,6 +4,9 @@
 //! with the trainer, starting with image preprocessing: the trainer feeds its models through the
 //! same [`preprocess`] functions, so a device sees exactly the pixels the encoder was trained on.
 //!
+//! [`engine`] runs an int8 encoder from a compact model blob in a caller-provided arena — the
+//! engine microcontrollers use, computing what tract computes.
+//!
 //! With the `std` feature (default), [`Encoder`] runs an exported ONNX encoder (f32 or int8)
 //! through tract: load once, share across threads, embed images of any size.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -11,6 +14,7 @@
 
 #[cfg(feature = "std")]
 mod encoder;
+pub mod engine;
 mod error;
 pub mod preprocess;
 

@@ -64,3 +64,15 @@ pub fn real_images(n: usize, stride: usize) -> (Vec<f32>, Vec<dim_trainer::data:
     }
     (input, rgb)
 }
+
+/// An encoder of `model` after 4 quick training steps in `dir` (enough to move BatchNorm's
+/// running statistics off their initial values, so that folding is exercised).
+pub fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::Encoder {
+    use burn::module::Module;
+    use dim_trainer::{checkpoint, train};
+    let out = dir.join(format!("{model:?}"));
+    train::fit(quick_config().with_model(model).with_max_steps(Some(4)), &out, &train::FitOptions::default()).unwrap();
+    let ck = checkpoint::latest(&out).unwrap().unwrap();
+    let config = checkpoint::load_config(&ck).unwrap();
+    checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex()).unwrap().encoder.valid()
+}

@@ -2,19 +2,9 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use dim_tests::{quick_config, real_images};
+use dim_tests::{real_images, trained};
 use dim_trainer::config::ModelKind;
-use dim_trainer::train::{FitOptions, fit};
-use dim_trainer::{checkpoint, export};
-
-fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::Encoder {
-    let out = dir.join(format!("{model:?}"));
-    // A few steps move BatchNorm's running statistics off their initial values, so folding is tested.
-    fit(quick_config().with_model(model).with_max_steps(Some(4)), &out, &FitOptions::default()).unwrap();
-    let ck = checkpoint::latest(&out).unwrap().unwrap();
-    let config = checkpoint::load_config(&ck).unwrap();
-    checkpoint::load_model(&ck, &config, &Device::flex()).unwrap().encoder.valid()
-}
+use dim_trainer::export;
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -65,7 +55,7 @@ fn onnxruntime_agrees_when_installed() {
     let (input, _) = real_images(8, 211);
     let f32_bytes = export::to_onnx(&encoder, false);
     let (calib, _) = real_images(32, 57);
-    let (int8, _) = export::quantize::quantize(&f32_bytes, &calib, &input, 99.99).unwrap();
+    let int8 = export::quantize::quantize(&f32_bytes, &calib, &input, 99.99).unwrap().onnx;
     let raw: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.path().join("x.f32"), raw).unwrap();
     let script = "import sys, numpy as np, onnxruntime as ort\n\
@@ -102,7 +92,7 @@ fn int8_export_tracks_f32_on_real_images() {
     let (val, _) = real_images(64, 113);
     for model in [ModelKind::Tiny, ModelKind::Dim32] {
         let f32_bytes = export::to_onnx(&trained(model, dir.path()), false);
-        let (int8, report) = export::quantize::quantize(&f32_bytes, &calib, &val, 99.99).unwrap();
+        let export::quantize::Quantized { onnx: int8, report, .. } = export::quantize::quantize(&f32_bytes, &calib, &val, 99.99).unwrap();
         assert!(report.mean_cosine >= 0.98, "{model:?}: mean cosine {}", report.mean_cosine);
         assert!(report.worst_cosine > 0.9, "{model:?}: worst cosine {}", report.worst_cosine);
         assert!(report.int8_bytes * 3 < report.f32_bytes, "{model:?}: {} vs {} bytes", report.int8_bytes, report.f32_bytes);

@@ -21,7 +21,7 @@ fn write_runtime_fixtures() {
     let f32_bytes = dim_trainer::export::to_onnx(&encoder, false);
     let shapes = dim_trainer::data::open(std::path::Path::new("builtin:shapes:256")).unwrap();
     let calib = dim_trainer::data::load_inputs(&*shapes, &(0..256).collect::<Vec<_>>()).unwrap();
-    let (int8, report) = dim_trainer::export::quantize::quantize(&f32_bytes, &calib, &calib, 99.99).unwrap();
+    let dim_trainer::export::quantize::Quantized { onnx: int8, blob, report } = dim_trainer::export::quantize::quantize(&f32_bytes, &calib, &calib, 99.99).unwrap();
     assert!(report.mean_cosine > 0.99);
     for (name, bytes) in [("tiny.onnx", &f32_bytes), ("tiny.int8.onnx", &int8)] {
         std::fs::write(dir.join(name), bytes).unwrap();
@@ -29,4 +29,13 @@ fn write_runtime_fixtures() {
         let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
         std::fs::write(dir.join(name.replace(".onnx", ".y.txt")), text.join("\n") + "\n").unwrap();
     }
+    // The no_std engine's fixtures: the blob (same integers as tiny.int8.onnx), one 32×32 RGB
+    // image (a `shapes` image that was not in the calibration set) and tract's y for it.
+    std::fs::write(dir.join("tiny.blob"), &blob).unwrap();
+    let rgb = dim_trainer::data::open(std::path::Path::new("builtin:shapes:300")).unwrap().load(299).unwrap();
+    std::fs::write(dir.join("golden.rgb"), rgb).unwrap();
+    let input = dim_trainer::data::load_inputs(&*dim_trainer::data::open(std::path::Path::new("builtin:shapes:300")).unwrap(), &[299]).unwrap();
+    let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&input).unwrap();
+    let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
+    std::fs::write(dir.join("golden.tiny.int8.y.txt"), text.join("\n") + "\n").unwrap();
 }

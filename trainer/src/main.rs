@@ -70,6 +70,9 @@ enum Command {
         /// Seed of the split (use the training run's).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Also write the no_std engine's model blob (same integers as OUT) to this file.
+        #[arg(long)]
+        blob: Option<PathBuf>,
     },
     /// Evaluate a representation: probes on conv / fc / Y, kNN on Y, MINE of I(X;Y), NDM of Y.
     ///
@@ -269,17 +272,22 @@ fn main() -> anyhow::Result<()> {
             dim_runtime::Encoder::from_bytes(&bytes).context("the exported model does not load in tract")?;
             println!("wrote {} ({} bytes, opset {}) from {}", out.display(), bytes.len(), dim_trainer::export::OPSET, ck.display());
         }
-        Command::Quantize { model, calib, out, calib_images, percentile, validation_size, seed } => {
+        Command::Quantize { model, calib, out, calib_images, percentile, validation_size, seed, blob } => {
             let f32_bytes = std::fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
             let source = data::open(&calib)?;
             let (train_idx, val_idx) = data::split(source.len(), validation_size, seed);
             let cal = data::load_inputs(&*source, &train_idx[..calib_images.min(train_idx.len())])?;
             let val = data::load_inputs(&*source, &val_idx)?;
             eprintln!("calibrating on {} images, validating on {}", cal.len() / 3072, val.len() / 3072);
-            let (bytes, report) = dim_trainer::export::quantize::quantize(&f32_bytes, &cal, &val, percentile)
+            let q = dim_trainer::export::quantize::quantize(&f32_bytes, &cal, &val, percentile)
                 .with_context(|| format!("quantizing {}", model.display()))?;
-            let tmp = out.with_extension("tmp");
-            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &out)).with_context(|| format!("cannot write {}", out.display()))?;
+            let report = q.report;
+            dim_trainer::checkpoint::write_atomic(&out, &q.onnx)?;
+            if let Some(path) = &blob {
+                let m = dim_runtime::engine::Model::parse(&q.blob).map_err(|e| anyhow::anyhow!("the blob does not parse: {e}"))?;
+                dim_trainer::checkpoint::write_atomic(path, &q.blob)?;
+                println!("wrote {} ({} bytes; the engine needs a {}-byte arena)", path.display(), q.blob.len(), m.arena_size());
+            }
             let report_path = out.with_extension("quantize.json");
             std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
             println!("cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}", report.validation_images, report.mean_cosine, report.worst_cosine);

@@ -13,6 +13,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 pub use onnx::{Graph, OPSET, conv_attrs, int_attr, ints_attr};
 
+pub mod qmodel;
 pub mod quantize;
 
 /// A layer with BatchNorm folded in: `weight` in ONNX layout (conv `[O, I, k, k]`, Gemm `[K, N]`).

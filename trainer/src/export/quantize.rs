@@ -13,6 +13,7 @@
 //!   since QLinearMatMul has no bias input), DequantizeLinear / GlobalAveragePool for `tiny`'s
 //!   pooling. All standard ONNX, opset 13.
 
+use super::qmodel::{IMAGE_SCALE, IMAGE_ZERO, QModel};
 use super::{Graph, Layers};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::prelude::*;
@@ -23,9 +24,10 @@ pub struct Ranges {
     pub relu: [f32; 3],
     pub pool: Option<f32>,
     pub fc: f32,
+    /// Largest |y| over the calibration images (the scale y is printed with as int8).
+    pub y_abs: f32,
 }
 
-const IMAGE_SCALE: f32 = 1.0 / 127.0;
 
 /// Bytes of int32 kernel that tract folds into constants (tract-core `CONST_FOLD_MEM_BUDGET`).
 const FOLD_BUDGET: usize = 4 << 20;
@@ -48,9 +50,11 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
     let bytes = layers.to_onnx(&names);
     let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
+    let mut y_abs = 0f32;
     for chunk in images.chunks(64 * 3072) {
         let t = Tensor::from_shape(&[chunk.len() / 3072, 3, 32, 32], chunk)?;
         let out = plan.run(tvec!(t.into_tvalue()))?;
+        y_abs = out[0].to_plain_array_view::<f32>()?.iter().fold(y_abs, |m, v| m.max(v.abs()));
         for (i, v) in values.iter_mut().enumerate() {
             v.extend(out[i + 1].to_plain_array_view::<f32>()?.iter().copied());
         }
@@ -60,52 +64,38 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
         relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()],
         fc: r.next().unwrap(),
         pool: r.next(),
+        y_abs,
     })
 }
 
-/// Per-channel symmetric int8: `(q, scales)`; `channels` splits `w` into contiguous rows
-/// (conv `[O, …]`), or strides over columns when `columns` (Gemm `[K, N]`).
-fn quantize_weights(w: &[f32], channels: usize, columns: bool) -> (Vec<i8>, Vec<f32>) {
-    let idx = |i: usize| if columns { i % channels } else { i / (w.len() / channels) };
-    let mut max = vec![0f32; channels];
-    w.iter().enumerate().for_each(|(i, v)| max[idx(i)] = max[idx(i)].max(v.abs()));
-    let scales: Vec<f32> = max.iter().map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let q = w.iter().enumerate().map(|(i, v)| (v / scales[idx(i)]).round().clamp(-127.0, 127.0) as i8).collect();
-    (q, scales)
-}
-
-/// Writes the int8 graph. Input and output are f32, exactly like the f32 export.
-pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
+/// Writes the int8 graph of `q`. Input and output are f32, exactly like the f32 export.
+pub fn to_int8_onnx(q: &QModel) -> Vec<u8> {
     let mut g = Graph::new("dim_encoder_int8");
     g.input("image", &[None, Some(3), Some(32), Some(32)]);
     let s_img = g.f32_tensor("image.scale", &[], &[IMAGE_SCALE]);
     // uint8 with zero point 128, not int8: onnxruntime implements QLinearConv only when input
     // and output share a type, and every later activation is uint8.
-    let z_img = g.u8_tensor("image.zero", &[], &[128]);
+    let z_img = g.u8_tensor("image.zero", &[], &[IMAGE_ZERO]);
     let mut x = g.node("QuantizeLinear", &["image", &s_img, &z_img], "image_q", vec![]);
-    let (mut sx, mut xs, mut xz) = (IMAGE_SCALE, s_img, z_img);
-    for (i, l) in layers.convs.iter().enumerate() {
+    let (mut xs, mut xz) = (s_img, z_img);
+    let zero = g.u8_tensor("act.zero", &[], &[0]);
+    for (i, c) in q.convs.iter().enumerate() {
         let n = i + 1;
-        let o = l.dims[0];
-        let (wq, ws) = quantize_weights(&l.weight, o, false);
-        let w = g.i8_tensor(&format!("conv{n}.weight_q"), &l.dims, &wq);
-        let w_s = g.f32_tensor(&format!("conv{n}.weight_scale"), &[o], &ws);
+        let o = c.dims[0];
+        let w = g.i8_tensor(&format!("conv{n}.weight_q"), &c.dims, &c.weight);
+        let w_s = g.f32_tensor(&format!("conv{n}.weight_scale"), &[o], &c.w_scale);
         let w_z = g.i8_tensor(&format!("conv{n}.weight_zero"), &[o], &vec![0; o]);
-        let bias: Vec<i32> = l.bias.iter().zip(&ws).map(|(b, s)| (b / (sx * s)).round() as i32).collect();
-        let b = g.i32_tensor(&format!("conv{n}.bias_q"), &[o], &bias);
-        let sy = ranges.relu[i] / 255.0;
-        let y_s = g.f32_tensor(&format!("relu{n}.scale"), &[], &[sy]);
-        let y_z = g.u8_tensor(&format!("relu{n}.zero"), &[], &[0]);
-        let k = l.dims[2] as i64;
-        x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &y_z, &b], &format!("relu{n}_q"), super::conv_attrs(k));
-        (sx, xs, xz) = (sy, y_s, y_z);
+        let b = g.i32_tensor(&format!("conv{n}.bias_q"), &[o], &c.bias);
+        let y_s = g.f32_tensor(&format!("relu{n}.scale"), &[], &[c.y_scale]);
+        let k = c.dims[2] as i64;
+        x = g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &zero, &b], &format!("relu{n}_q"), super::conv_attrs(k));
+        (xs, xz) = (y_s, zero.clone());
     }
     // The probe layers, as in the f32 export (see `export::PROBE_LAYERS`), dequantized.
     let conv_tap = g.node("DequantizeLinear", &[&x, &xs, &xz], "relu3", vec![]);
-    if let Some(pool) = ranges.pool.filter(|_| layers.global_pool) {
+    if let Some(pool) = q.pool_scale {
         let p = g.node("GlobalAveragePool", &[&conv_tap], "pool", vec![]);
-        sx = pool / 255.0;
-        xs = g.f32_tensor("pool.scale", &[], &[sx]);
+        xs = g.f32_tensor("pool.scale", &[], &[pool]);
         x = g.node("QuantizeLinear", &[&p, &xs, &xz], "pool_q", vec![]);
     }
     // The fully connected layer as QLinearConv with a kernel covering the whole feature map
@@ -114,47 +104,36 @@ pub fn to_int8_onnx(layers: &Layers, ranges: &Ranges) -> Vec<u8> {
     // precomputes those only when the int32 copy of the kernel fits its 4 MiB constant-folding
     // budget (tract-core `CONST_FOLD_MEM_BUDGET`); otherwise it re-sums the 4096×1024 kernel
     // on every run (dim32 batch 1: 50 ms as one MatMulInteger, 4.6 ms as one QLinearConv).
-    // The bias rides in int32 and the uint8 output saturating at 0 is the ReLU.
-    let fc = &layers.fc;
-    let (k, o) = (fc.dims[0], fc.dims[1]);
-    let c = if layers.global_pool { k } else { layers.convs[2].dims[0] };
-    let side = ((k / c) as f64).sqrt().round() as usize;
-    let mut w_conv = vec![0f32; k * o];
-    for (i, row) in fc.weight.chunks(o).enumerate() {
-        row.iter().enumerate().for_each(|(j, v)| w_conv[j * k + i] = *v);
-    }
-    let (wq, ws) = quantize_weights(&w_conv, o, false);
-    let bias: Vec<i32> = fc.bias.iter().zip(&ws).map(|(b, s)| (b / (sx * s)).round() as i32).collect();
-    sx = ranges.fc / 255.0;
-    let y_s = g.f32_tensor("fc.scale", &[], &[sx]);
+    let fc = &q.fc;
+    let [o, c, side, _] = fc.dims;
+    let k = c * side * side;
+    let y_s = g.f32_tensor("fc.scale", &[], &[fc.y_scale]);
     let group = (FOLD_BUDGET / (4 * k)).clamp(1, o);
     let mut parts = Vec::new();
     for (gi, start) in (0..o).step_by(group).enumerate() {
         let n = group.min(o - start);
-        let w = g.i8_tensor(&format!("fc.{gi}.weight_q"), &[n, c, side, side], &wq[start * k..(start + n) * k]);
-        let w_s = g.f32_tensor(&format!("fc.{gi}.weight_scale"), &[n], &ws[start..start + n]);
+        let w = g.i8_tensor(&format!("fc.{gi}.weight_q"), &[n, c, side, side], &fc.weight[start * k..(start + n) * k]);
+        let w_s = g.f32_tensor(&format!("fc.{gi}.weight_scale"), &[n], &fc.w_scale[start..start + n]);
         let w_z = g.i8_tensor(&format!("fc.{gi}.weight_zero"), &[n], &vec![0; n]);
-        let b = g.i32_tensor(&format!("fc.{gi}.bias_q"), &[n], &bias[start..start + n]);
+        let b = g.i32_tensor(&format!("fc.{gi}.bias_q"), &[n], &fc.bias[start..start + n]);
         let attrs = vec![super::ints_attr("kernel_shape", &[side as i64, side as i64])];
-        parts.push(g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &xz, &b], &format!("fc_q.{gi}"), attrs));
+        parts.push(g.node("QLinearConv", &[&x, &xs, &xz, &w, &w_s, &w_z, &y_s, &zero, &b], &format!("fc_q.{gi}"), attrs));
     }
     x = match parts.as_slice() {
         [one] => one.clone(),
         _ => g.node("Concat", &parts.iter().map(String::as_str).collect::<Vec<_>>(), "fc_q", vec![super::int_attr("axis", 1)]),
     };
-    g.node("DequantizeLinear", &[&x, &y_s, &xz], "fc_relu", vec![]);
+    g.node("DequantizeLinear", &[&x, &y_s, &zero], "fc_relu", vec![]);
     x = g.node("Flatten", &[&x], "fc_flat_q", vec![super::int_attr("axis", 1)]);
-    // y: 1024 → 64 with exact int32 accumulation; the bias is added in f32 after rescaling
-    // (QLinearMatMul has no bias input, and y itself stays f32).
-    let y = &layers.y;
+    // y: exact int32 accumulation; the bias is added in f32 after rescaling (QLinearMatMul has
+    // no bias input, and y itself stays f32).
+    let y = &q.y;
     let cols = y.dims[1];
-    let (wq, ws) = quantize_weights(&y.weight, cols, true);
-    let w = g.i8_tensor("y.weight_q", &y.dims, &wq);
+    let w = g.i8_tensor("y.weight_q", &y.dims, &y.weight);
     let w_z = g.i8_tensor("y.weight_zero", &[], &[0]);
-    let acc = g.node("MatMulInteger", &[&x, &w, &xz, &w_z], "y_acc", vec![]);
+    let acc = g.node("MatMulInteger", &[&x, &w, &zero, &w_z], "y_acc", vec![]);
     let accf = g.node("Cast", &[&acc], "y_accf", vec![super::int_attr("to", DataType::Float as i64)]);
-    let rescale: Vec<f32> = ws.iter().map(|s| s * sx).collect();
-    let r = g.f32_tensor("y.rescale", &[cols], &rescale);
+    let r = g.f32_tensor("y.rescale", &[cols], &y.rescale);
     let b = g.f32_tensor("y.bias", &[cols], &y.bias);
     let m = g.node("Mul", &[&accf, &r], "y_scaled", vec![]);
     g.node("Add", &[&m, &b], "y", vec![]);
@@ -179,6 +158,7 @@ pub fn cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::qmodel::quantize_weights;
 
     #[test]
     fn weight_quantization_is_per_channel_and_symmetric() {
@@ -216,10 +196,18 @@ pub struct Report {
 }
 
 /// Quantizes an f32 export: calibrates on `calib`, reports cosine(Y_int8, Y_f32) on `val`.
-pub fn quantize(f32_onnx: &[u8], calib: &[f32], val: &[f32], pct: f64) -> anyhow::Result<(Vec<u8>, Report)> {
+/// The outputs of [`quantize`]: the int8 ONNX file, the engine blob (same integers) and the report.
+pub struct Quantized {
+    pub onnx: Vec<u8>,
+    pub blob: Vec<u8>,
+    pub report: Report,
+}
+
+pub fn quantize(f32_onnx: &[u8], calib: &[f32], val: &[f32], pct: f64) -> anyhow::Result<Quantized> {
     let layers = Layers::from_onnx(f32_onnx)?;
     let ranges = calibrate(&layers, calib, pct)?;
-    let int8 = to_int8_onnx(&layers, &ranges);
+    let qm = QModel::new(&layers, &ranges);
+    let int8 = to_int8_onnx(&qm);
     let f = dim_runtime::Encoder::from_bytes(f32_onnx)?;
     let q = dim_runtime::Encoder::from_bytes(&int8).map_err(|e| anyhow::anyhow!("the int8 model does not load in tract: {e}"))?;
     let (mut yf, mut yq) = (Vec::new(), Vec::new());
@@ -238,5 +226,5 @@ pub fn quantize(f32_onnx: &[u8], calib: &[f32], val: &[f32], pct: f64) -> anyhow
         f32_bytes: f32_onnx.len(),
         int8_bytes: int8.len(),
     };
-    Ok((int8, report))
+    Ok(Quantized { onnx: int8, blob: qm.to_blob(), report })
 }
