@@ -1,0 +1,32 @@
+//! The blob parser and the engine on arbitrary bytes: never a panic, never an out-of-bounds.
+//!
+//! Each input is tried twice: as a whole blob (the header checks), and as a payload given a
+//! valid header and checksum, so the structural checks and the engine itself are reached.
+#![no_main]
+
+use dim_runtime::engine::{Model, blob};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Model::parse(data);
+    let mut framed = Vec::with_capacity(blob::HEADER_LEN + data.len());
+    framed.extend(blob::MAGIC);
+    framed.extend(blob::VERSION.to_le_bytes());
+    framed.extend([0, 0]);
+    framed.extend((data.len() as u32).to_le_bytes());
+    framed.extend(blob::checksum(data).to_le_bytes());
+    framed.extend(data);
+    if let Ok(model) = Model::parse(&framed) {
+        // Shapes that parse may still ask for a huge arena; a device would refuse them too.
+        if model.arena_size() > 1 << 22 {
+            return;
+        }
+        let mut arena = vec![0u8; model.arena_size()];
+        let mut y = vec![0f32; model.dim()];
+        let mut rgb = [0u8; 3072];
+        rgb.iter_mut().zip(data.iter().cycle()).for_each(|(p, d)| *p = *d);
+        model.run(&rgb, &mut arena, &mut y).expect("a parsed model runs with its own arena size");
+        let mut q = vec![0i8; y.len()];
+        model.quantize_output(&y, &mut q);
+    }
+});
