@@ -22,6 +22,13 @@ fn read_reg(r: u8, v: u8) -> Vec<SpiT<u8>> {
     cs(vec![SpiT::transfer_in_place(vec![r, 0], vec![0, v])])
 }
 
+/// Checks that every expected bus transaction happened.
+fn done(cam: Camera<Spi<u8>, I2c>) {
+    let (mut s, mut i) = cam.release();
+    s.done();
+    i.done();
+}
+
 fn sensor_id(pid: u16) -> Vec<I2cT> {
     let [hi, lo] = pid.to_be_bytes();
     vec![I2cT::write(SENSOR_ADDR, vec![0xFF, 0x01]), I2cT::write_read(SENSOR_ADDR, vec![0x0A], vec![hi]), I2cT::write_read(SENSOR_ADDR, vec![0x0B], vec![lo])]
@@ -33,9 +40,7 @@ fn init_checks_the_link_and_the_sensor_then_writes_the_register_list() {
     let i2c = [sensor_id(OV2640_PID), vec![I2cT::write(SENSOR_ADDR, vec![0xDA, 0x08])]].concat();
     let mut cam = Camera::new(Spi::new(&spi), I2c::new(&i2c));
     cam.init(&[(0xDA, 0x08)]).unwrap();
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 }
 
 #[test]
@@ -43,16 +48,12 @@ fn a_missing_module_and_a_wrong_sensor_are_named() {
     let spi = [write_reg(0x00, 0x55), read_reg(0x00, 0xFF)].concat();
     let mut cam = Camera::new(Spi::new(&spi), I2c::new(&[]));
     assert_eq!(cam.init(&[]), Err(Error::NotFound));
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 
     let spi = [write_reg(0x00, 0x55), read_reg(0x00, 0x55)].concat();
     let mut cam = Camera::new(Spi::new(&spi), I2c::new(&sensor_id(0x7673)));
     assert_eq!(cam.init(&[]), Err(Error::WrongSensor { pid: 0x7673 }));
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 }
 
 #[test]
@@ -74,9 +75,7 @@ fn capture_polls_reads_the_fifo_and_converts_rgb565() {
     let mut rgb = [0u8; 6];
     cam.read_rgb565(&mut rgb, &mut [0u8; 2]).unwrap();
     assert_eq!(rgb, [255, 0, 0, 255, 255, 255]);
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 }
 
 #[test]
@@ -85,17 +84,13 @@ fn a_stuck_capture_times_out_and_bus_errors_are_handed_up() {
     let mut cam = Camera::new(Spi::new(&spi), I2c::new(&[]));
     cam.poll_limit = 2;
     assert_eq!(cam.capture(), Err(Error::Timeout));
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 
     let spi = [write_reg(0x00, 0x55), read_reg(0x00, 0x55)].concat();
     let i2c = [I2cT::write(SENSOR_ADDR, vec![0xFF, 0x01]).with_error(ErrorKind::Other)];
     let mut cam = Camera::new(Spi::new(&spi), I2c::new(&i2c));
     assert_eq!(cam.init(&[]), Err(Error::I2c(ErrorKind::Other)));
-    let (mut s, mut i) = cam.release();
-    s.done();
-    i.done();
+    done(cam);
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! fit → export → tract: the exported ONNX computes what burn computes, on real images.
 
-use burn::module::Module;
 use burn::prelude::*;
 use dim_tests::{real_images, trained};
 use dim_trainer::config::ModelKind;
@@ -20,7 +19,6 @@ fn tract_matches_burn_on_real_images() {
         let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [32, 3, 32, 32]), &Device::flex());
         let out = encoder.forward(x);
         let want: Vec<f32> = out.y.into_data().try_to_vec::<f32>().unwrap();
-        let want_local: Vec<f32> = out.local.into_data().try_to_vec::<f32>().unwrap();
         let bytes = export::to_onnx(&encoder, false);
         let got = dim_runtime::Encoder::from_bytes(&bytes).unwrap().embed_preprocessed(&input).unwrap();
         let err = max_abs(&got, &want);
