@@ -142,31 +142,35 @@ impl Model<'_> {
 }
 
 /// Direct convolution, CHW uint8 in and out; `parse` guaranteed every index below is in bounds.
+/// Padding contributes `(zero − zero)·w = 0`, so each output sums over the kernel rows and
+/// columns that fall inside the map, found once per output row / column.
 fn conv2d(c: &blob::Conv, x: &[u8], y: &mut [u8]) {
-    let (k, s, p, side, os) = (c.kernel, c.stride, c.pad as isize, c.in_side, c.out_side);
+    let (k, s, p, side, os) = (c.kernel, c.stride, c.pad, c.in_side, c.out_side);
     let zero = c.x_zero as i32;
+    // Kernel taps `lo..hi` that land inside the map, for output coordinate `o`.
+    let taps = |o: usize| {
+        let start = o * s;
+        let lo = p.saturating_sub(start);
+        (lo, k.min((side + p).saturating_sub(start)).max(lo))
+    };
     for o in 0..c.out {
         // tract folds `(w_scale·x_scale) / y_scale` with the division turned into a product by
         // the reciprocal; the last bit of `m` decides values that land next to a .5.
         let m = (c.w_scale.f32(o) * c.x_scale) * c.y_scale.recip();
         let w_o = &c.weight[o * c.inp * k * k..(o + 1) * c.inp * k * k];
+        let bias = c.bias.i32(o);
         for oy in 0..os {
+            let (ky0, ky1) = taps(oy);
             for ox in 0..os {
-                let mut acc = c.bias.i32(o);
-                for i in 0..c.inp {
-                    let (x_i, w_i) = (&x[i * side * side..(i + 1) * side * side], &w_o[i * k * k..(i + 1) * k * k]);
-                    for ky in 0..k {
-                        let iy = (oy * s + ky) as isize - p;
-                        if iy < 0 || iy >= side as isize {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - p;
-                            if ix < 0 || ix >= side as isize {
-                                continue;
-                            }
-                            let v = x_i[iy as usize * side + ix as usize] as i32 - zero;
-                            acc = acc.wrapping_add(v * w_i[ky * k + kx] as i8 as i32);
+                let (kx0, kx1) = taps(ox);
+                let mut acc = bias;
+                for (x_i, w_i) in x.chunks_exact(side * side).zip(w_o.chunks_exact(k * k)) {
+                    for ky in ky0..ky1 {
+                        let at = (oy * s + ky - p) * side + ox * s + kx0 - p;
+                        let xs = &x_i[at..at + (kx1 - kx0)];
+                        let ws = &w_i[ky * k + kx0..ky * k + kx1];
+                        for (&xv, &wv) in xs.iter().zip(ws) {
+                            acc = acc.wrapping_add((xv as i32 - zero) * (wv as i8 as i32));
                         }
                     }
                 }
