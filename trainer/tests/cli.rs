@@ -109,6 +109,12 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAILED: knn.y"), "{text}");
 
+    // Other images than the reference's: refused up front, naming the flags to fix.
+    let (model, reference) = (p("encoder.int8.onnx"), p("ref/report.json"));
+    let out = trainer().args([&["check", "--model", &model, "--reference", &reference, "--max-images", "100"][..], &measure].concat()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--max-images"), "{err}");
+
     let out = check(&p("run/config.json"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("is not a report of `trainer eval`"), "{err}");

@@ -15,7 +15,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub train: PathBuf,
     /// Held-out images they are scored on. Default: the validation split of --train (the
-    /// seeded split `fit` uses; pass the run's --seed / validation size if it changed them).
+    /// seeded split `fit` uses; pass the run's seed as --split-seed if it changed it).
     #[arg(long)]
     pub test: Option<PathBuf>,
     #[arg(long, default_value_t = 5000)]
@@ -57,7 +57,8 @@ pub struct CheckArgs {
     /// Largest accepted drop of an accuracy, in points.
     #[arg(long, default_value_t = 1.0)]
     pub max_drop: f64,
-    /// The deployed model's own report and the comparison (`.check.json`, `.check.md`).
+    /// The comparison (JSON, and a Markdown table beside it as `.md`); the deployed model's own
+    /// report goes beside it as `.report.json` (with `.report.md` and the curves).
     #[arg(long, default_value = "check.json")]
     pub out: PathBuf,
 }
@@ -99,6 +100,15 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.reference).with_context(|| format!("cannot read the reference report {}", args.reference.display()))?;
     let reference: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a report of `trainer eval`; make one with `trainer eval --model <float model> --out {}`", args.reference.display(), args.reference.display()))?;
+    // The same images, or the comparison means nothing: check before the long part.
+    let d = &args.data;
+    let (_, train_idx, _, test_idx, test_desc) = open_splits(&d.train, d.test.as_deref(), d.validation_size, d.split_seed, d.max_images)?;
+    if (train_idx.len(), test_idx.len(), &test_desc) != (reference.train_images, reference.test_images, &reference.test) {
+        anyhow::bail!(
+            "{} was measured on {} train images and test {} ({} images); this check would use {} and {} ({}). Pass the --train / --test / --max-images / --validation-size the reference used",
+            args.reference.display(), reference.train_images, reference.test, reference.test_images, train_idx.len(), test_desc, test_idx.len()
+        );
+    }
     let deployed = measure(&args.data, &reference.settings)?;
     let rows = check::compare(&reference.measures, &deployed.measures, args.max_drop);
     anyhow::ensure!(!rows.is_empty(), "the reference {} and this run share no measure", args.reference.display());
