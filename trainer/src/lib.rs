@@ -5,6 +5,7 @@
 //! [`checkpoint`]s), [`eval`] (probes), [`export`] (ONNX), [`bench`] (throughput).
 
 pub mod bench;
+pub mod card;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

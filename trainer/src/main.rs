@@ -89,6 +89,24 @@ enum Command {
     /// four standard errors of the reference's run-to-run spread (at least 2 %).
     #[command(after_help = "Example:\n  trainer check --model encoder.int8.onnx --train cifar/train --reference runs/dim32/eval/report.json")]
     Check(dim_trainer::eval::run::CheckArgs),
+    /// Write a shipped model's README.md (model card) from the measurements in its folder.
+    ///
+    /// DIR holds what `scripts/ship-model` puts there: config.json, the encoder files,
+    /// encoder.int8.quantize.json, eval/report.json and check/check.json. Also writes the golden
+    /// pair (golden.rgb, golden.y.txt) the tests replay.
+    Card {
+        /// The model folder, e.g. models/tiny.
+        dir: PathBuf,
+        /// The training run folder (its metrics.jsonl gives steps, epochs and throughput).
+        #[arg(long)]
+        run: PathBuf,
+        /// The training data (the card's golden image is its first validation image).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where training ran, as it should read in the card.
+        #[arg(long, default_value = "CPU")]
+        hardware: String,
+    },
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -295,6 +313,11 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {} and {}", out.display(), report_path.display());
         }
         Command::Eval(args) => dim_trainer::eval::run::eval(&args)?,
+        Command::Card { dir, run, data, hardware } => {
+            let name = dir.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().to_string());
+            let out = dim_trainer::card::write(&dir, &run, &data, &name, &hardware)?;
+            println!("wrote {}", out.display());
+        }
         Command::Check(args) => {
             if !dim_trainer::eval::run::check(&args)? {
                 std::process::exit(1);

@@ -109,6 +109,20 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAILED: knn.y"), "{text}");
 
+    // The model card, written from those files (the folder layout `scripts/ship-model` makes).
+    let d = dir.path();
+    for (from, to) in [("run/config.json", "config.json"), ("ref/report.json", "eval/report.json"), ("check.json", "check/check.json")] {
+        std::fs::create_dir_all(d.join(to).parent().unwrap()).unwrap();
+        std::fs::copy(d.join(from), d.join(to)).unwrap();
+    }
+    ok(&["card", d.to_str().unwrap(), "--run", &p("run"), "--data", "builtin:shapes:800"]);
+    let card = std::fs::read_to_string(d.join("README.md")).unwrap();
+    let knn = measures.iter().find(|m| m["name"] == "knn.y").unwrap()["mean"].as_f64().unwrap();
+    assert!(card.contains(&format!("| knn.y | {knn:.2} % |")) && card.contains("60 steps") && card.contains("| result |"), "{card}");
+    let golden: Vec<f32> = std::fs::read_to_string(d.join("golden.y.txt")).unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(golden.len(), 64);
+    assert_eq!(std::fs::read(d.join("golden.rgb")).unwrap().len(), 3072);
+
     // Other images than the reference's: refused up front, naming the flags to fix.
     let (model, reference) = (p("encoder.int8.onnx"), p("ref/report.json"));
     let out = trainer().args([&["check", "--model", &model, "--reference", &reference, "--max-images", "100"][..], &measure].concat()).output().unwrap();
