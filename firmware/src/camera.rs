@@ -16,11 +16,16 @@ pub enum Error<S, I> {
     /// The ArduChip test register did not echo: no module on the bus, or wiring.
     NotFound,
     /// The sensor's product id is not an OV2640's.
-    WrongSensor { pid: u16 },
+    WrongSensor {
+        pid: u16,
+    },
     /// The capture-done flag never rose.
     Timeout,
     /// The FIFO holds a frame of another size than the buffer asked for.
-    FrameSize { fifo: usize, expected: usize },
+    FrameSize {
+        fifo: usize,
+        expected: usize,
+    },
 }
 
 /// ArduChip registers (SPI; bit 7 set = write).

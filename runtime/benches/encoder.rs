@@ -23,9 +23,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(name.as_str());
         for batch in [1usize, 64] {
             g.throughput(Throughput::Elements(batch as u64));
-            g.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, &n| {
-                b.iter(|| enc.embed_preprocessed(&input[..n * INPUT_LEN]).unwrap())
-            });
+            g.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, &n| b.iter(|| enc.embed_preprocessed(&input[..n * INPUT_LEN]).unwrap()));
         }
         g.finish();
     }

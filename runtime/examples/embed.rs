@@ -40,10 +40,8 @@ fn main() -> anyhow::Result<()> {
     (0..encoder.dim()).try_for_each(|i| write!(csv, ",y{i}"))?;
     writeln!(csv)?;
     for chunk in files.chunks(64) {
-        let decoded: Vec<image::RgbImage> = chunk
-            .iter()
-            .map(|f| image::open(f).map(|i| i.to_rgb8()).with_context(|| format!("cannot decode {}", f.display())))
-            .collect::<Result<_, _>>()?;
+        let decoded: Vec<image::RgbImage> =
+            chunk.iter().map(|f| image::open(f).map(|i| i.to_rgb8()).with_context(|| format!("cannot decode {}", f.display()))).collect::<Result<_, _>>()?;
         let batch: Vec<Image> = decoded.iter().map(|i| Image::rgb(i.as_raw(), i.width() as usize, i.height() as usize)).collect();
         for (file, y) in chunk.iter().zip(encoder.embed_batch(&batch)?) {
             write!(csv, "{}", file.display())?;

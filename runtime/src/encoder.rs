@@ -86,11 +86,7 @@ impl Encoder {
         };
         let n = model.sym("N");
         let s = INPUT_SIDE as i64;
-        let model = model
-            .with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into())
-            .map_err(model_err)?
-            .into_optimized()
-            .map_err(model_err)?;
+        let model = model.with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
         let out = model.output_fact(0).map_err(model_err)?;
         let shape = out.shape.to_tvec();
         if shape.len() != 2 || out.datum_type != f32::datum_type() {
@@ -128,7 +124,7 @@ impl Encoder {
     }
 
     fn run(plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
-        if input.is_empty() || input.len() % INPUT_LEN != 0 {
+        if input.is_empty() || !input.len().is_multiple_of(INPUT_LEN) {
             return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
         }
         let n = input.len() / INPUT_LEN;
@@ -140,7 +136,15 @@ impl Encoder {
             .map_err(|_| Error::Run("tract panicked while running the model".into()))?
             .map_err(|e| Error::Run(format!("{e:#}")))?;
         out.iter()
-            .map(|o| Ok(o.cast_to::<f32>().map_err(|e| Error::Run(e.to_string()))?.to_plain_array_view::<f32>().map_err(|e| Error::Run(e.to_string()))?.iter().copied().collect()))
+            .map(|o| {
+                Ok(o.cast_to::<f32>()
+                    .map_err(|e| Error::Run(e.to_string()))?
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Run(e.to_string()))?
+                    .iter()
+                    .copied()
+                    .collect())
+            })
             .collect()
     }
 

@@ -49,13 +49,7 @@ pub fn scale_u8(v: u8) -> f32 {
 }
 
 /// Resizes and centre-crops `pixels` (HWC, 1 or 3 channels) to a 32×32 RGB image (HWC, u8).
-pub fn to_rgb32(
-    pixels: &[u8],
-    width: usize,
-    height: usize,
-    channels: usize,
-    out: &mut [u8; INPUT_SIDE * INPUT_SIDE * 3],
-) -> Result<(), PreprocessError> {
+pub fn to_rgb32(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [u8; INPUT_SIDE * INPUT_SIDE * 3]) -> Result<(), PreprocessError> {
     if width == 0 || height == 0 {
         return Err(PreprocessError::Empty);
     }
@@ -121,13 +115,7 @@ pub fn rgb32_to_input(rgb: &[u8; INPUT_SIDE * INPUT_SIDE * 3], out: &mut [f32]) 
 }
 
 /// Full preprocessing: any-size 8-bit HWC image to model input (CHW f32 in `[-1, 1]`).
-pub fn preprocess(
-    pixels: &[u8],
-    width: usize,
-    height: usize,
-    channels: usize,
-    out: &mut [f32],
-) -> Result<(), PreprocessError> {
+pub fn preprocess(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [f32]) -> Result<(), PreprocessError> {
     let mut rgb = [0u8; INPUT_SIDE * INPUT_SIDE * 3];
     to_rgb32(pixels, width, height, channels, &mut rgb)?;
     rgb32_to_input(&rgb, out)
@@ -193,10 +181,7 @@ mod tests {
         let mut rgb = [0u8; 32 * 32 * 3];
         assert_eq!(to_rgb32(&[0; 10], 0, 5, 3, &mut rgb), Err(PreprocessError::Empty));
         assert_eq!(to_rgb32(&[0; 8], 2, 2, 2, &mut rgb), Err(PreprocessError::Channels(2)));
-        assert_eq!(
-            to_rgb32(&[0; 11], 2, 2, 3, &mut rgb),
-            Err(PreprocessError::Length { expected: 12, got: 11 })
-        );
+        assert_eq!(to_rgb32(&[0; 11], 2, 2, 3, &mut rgb), Err(PreprocessError::Length { expected: 12, got: 11 }));
         let mut short = [0f32; 5];
         assert_eq!(rgb32_to_input(&rgb, &mut short), Err(PreprocessError::Output(5)));
     }

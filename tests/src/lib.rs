@@ -30,9 +30,9 @@ pub fn step_losses(out: &std::path::Path) -> Vec<(u64, f64)> {
 /// The shared CIFAR-10 JPEG archive (DESIGN.md): `../shared/data/` beside the workspace, or
 /// `$DIM_CIFAR_JPG_TAR`.
 pub fn cifar_archive() -> std::path::PathBuf {
-    std::env::var_os("DIM_CIFAR_JPG_TAR").map(Into::into).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-train-jpg.tar.gz")
-    })
+    std::env::var_os("DIM_CIFAR_JPG_TAR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-train-jpg.tar.gz"))
 }
 
 /// `n` real CIFAR-10 images (every `stride`-th JPEG of the archive), preprocessed as the model
@@ -40,11 +40,12 @@ pub fn cifar_archive() -> std::path::PathBuf {
 pub fn real_images(n: usize, stride: usize) -> (Vec<f32>, Vec<dim_trainer::data::Rgb32>) {
     use std::io::Read;
     let path = cifar_archive();
-    let file = std::fs::File::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; set DIM_CIFAR_JPG_TAR to the CIFAR-10 JPEG archive", path.display()));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}; set DIM_CIFAR_JPG_TAR to the CIFAR-10 JPEG archive", path.display()));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut rgb = Vec::new();
-    for (i, entry) in archive.entries().unwrap().filter_map(Result::ok).filter(|e| e.path().is_ok_and(|p| p.extension().is_some_and(|x| x == "jpg"))).enumerate() {
+    for (i, entry) in
+        archive.entries().unwrap().filter_map(Result::ok).filter(|e| e.path().is_ok_and(|p| p.extension().is_some_and(|x| x == "jpg"))).enumerate()
+    {
         if i % stride != 0 {
             continue;
         }

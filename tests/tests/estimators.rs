@@ -51,7 +51,8 @@ fn probes_learn_separable_classes_and_not_noise() {
     let shifted: Vec<f32> = noise.iter().enumerate().map(|(i, v)| v + if labels[i / d] == 1 { 1.5 } else { -1.5 }).collect();
     let cfg = ProbeConfig::new().with_epochs(5).with_learning_rate(1e-3);
     for kind in [ProbeKind::Linear, ProbeKind::Nonlinear] {
-        let split = |x: &'static [f32]| (Rows { x: &x[..1500 * d], labels: &labels[..1500], dim: d }, Rows { x: &x[1500 * d..], labels: &labels[1500..], dim: d });
+        let split =
+            |x: &'static [f32]| (Rows { x: &x[..1500 * d], labels: &labels[..1500], dim: d }, Rows { x: &x[1500 * d..], labels: &labels[1500..], dim: d });
         let sep: &'static [f32] = Box::leak(shifted.clone().into_boxed_slice());
         let (tr, te) = split(sep);
         let acc = train_probe(kind, &cfg, tr, te, 2).unwrap();

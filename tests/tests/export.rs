@@ -71,8 +71,7 @@ fn onnxruntime_agrees_when_installed() {
             .status()
             .unwrap();
         assert!(status.success(), "onnxruntime refused the {name} model");
-        let got: Vec<f32> =
-            std::fs::read(dir.path().join("y.f32")).unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let got: Vec<f32> = std::fs::read(dir.path().join("y.f32")).unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         let want = dim_runtime::Encoder::from_path(&model).unwrap().embed_preprocessed(&input).unwrap();
         // f32: same math, different kernels. int8: a requantization that lands on a rounding
         // tie may differ by one step between the runtimes; bound it relative to |y|.

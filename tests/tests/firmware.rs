@@ -31,7 +31,18 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     assert!(build.status.success(), "firmware build failed:\n{}", String::from_utf8_lossy(&build.stderr));
     let elf = target.join("thumbv7em-none-eabihf/release/dim-firmware");
     let run = Command::new("timeout")
-        .args(["120", "qemu-system-arm", "-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native", "-kernel"])
+        .args([
+            "120",
+            "qemu-system-arm",
+            "-cpu",
+            "cortex-m4",
+            "-machine",
+            "mps2-an386",
+            "-nographic",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-kernel",
+        ])
         .arg(&elf)
         .output()
         .unwrap();

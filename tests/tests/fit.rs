@@ -108,8 +108,7 @@ fn every_objective_and_critic_trains_finite() {
         let s = fit(config, &out, &opts(false)).unwrap();
         assert_eq!(s.losses.len(), 3);
         assert!(s.losses.iter().all(|l| l.is_finite()), "case {i}: {:?}", s.losses);
-        let line: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
         assert_eq!(line["local_mi"].as_f64().unwrap() != 0.0, beta > 0.0, "case {i}: {line}");
         assert_eq!(line["global_mi"].as_f64().unwrap() != 0.0, alpha > 0.0, "case {i}: {line}");
         assert_eq!(line["prior"].as_f64().unwrap() != 0.0, gamma > 0.0, "case {i}: {line}");

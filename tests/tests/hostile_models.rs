@@ -13,10 +13,10 @@ fn model() -> &'static [u8] {
 
 fn check(bytes: &[u8]) {
     // A panic inside would fail the test; a model that loads must embed or fail cleanly.
-    if let Ok(enc) = dim_runtime::Encoder::from_bytes(bytes) {
-        if let Ok(y) = enc.embed_preprocessed(&[0.25; 3072]) {
-            assert_eq!(y.len(), enc.dim());
-        }
+    if let Ok(enc) = dim_runtime::Encoder::from_bytes(bytes)
+        && let Ok(y) = enc.embed_preprocessed(&[0.25; 3072])
+    {
+        assert_eq!(y.len(), enc.dim());
     }
 }
 

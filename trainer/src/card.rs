@@ -6,8 +6,8 @@
 //! `metrics.jsonl`, and writes every number from those files; nothing is typed in by hand.
 
 use crate::config::TrainConfig;
-use crate::eval::check::Row;
 use crate::eval::Report;
+use crate::eval::check::Row;
 use anyhow::Context;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -52,17 +52,55 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {}\n", config.model, config.data.as_deref().unwrap_or("built-in shapes"))?;
     writeln!(s, "Every number below was written by `trainer card` from the files in this folder.\n")?;
     writeln!(s, "## Model\n")?;
-    writeln!(s, "- convs {:?} ({}×{}, stride 2, BN folded), {}fc {}, Y {}", enc.channels, enc.kernel, enc.kernel, if enc.global_pool { "global average pool, " } else { "" }, enc.fc, enc.y_dim)?;
+    writeln!(
+        s,
+        "- convs {:?} ({}×{}, stride 2, BN folded), {}fc {}, Y {}",
+        enc.channels,
+        enc.kernel,
+        enc.kernel,
+        if enc.global_pool { "global average pool, " } else { "" },
+        enc.fc,
+        enc.y_dim
+    )?;
     writeln!(s, "- {} deployed parameters, {} MAC per 32×32 image", enc.deployed_params(), enc.macs())?;
-    writeln!(s, "- files: `encoder.onnx` {}, `encoder.int8.onnx` {}, `encoder.blob` {}", size(&dir.join("encoder.onnx")), size(&dir.join("encoder.int8.onnx")), size(&dir.join("encoder.blob")))?;
+    writeln!(
+        s,
+        "- files: `encoder.onnx` {}, `encoder.int8.onnx` {}, `encoder.blob` {}",
+        size(&dir.join("encoder.onnx")),
+        size(&dir.join("encoder.int8.onnx")),
+        size(&dir.join("encoder.blob"))
+    )?;
     writeln!(s, "- golden pair for tests: `golden.rgb` (the first validation image, 32×32 RGB) and `golden.y.txt` (y of `encoder.int8.onnx` for it, tract)")?;
-    writeln!(s, "- int8: cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}\n", quant["validation_images"], quant["mean_cosine"].as_f64().unwrap_or(f64::NAN), quant["worst_cosine"].as_f64().unwrap_or(f64::NAN))?;
+    writeln!(
+        s,
+        "- int8: cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}\n",
+        quant["validation_images"],
+        quant["mean_cosine"].as_f64().unwrap_or(f64::NAN),
+        quant["worst_cosine"].as_f64().unwrap_or(f64::NAN)
+    )?;
     writeln!(s, "## Training\n")?;
-    writeln!(s, "- objective: α={} β={} γ={}, {:?} estimator, {:?} local critic (W={}), Adam {}, batch {}", config.alpha, config.beta, config.gamma, config.estimator, config.local_critic, config.critic_width, config.learning_rate, config.batch_size)?;
+    writeln!(
+        s,
+        "- objective: α={} β={} γ={}, {:?} estimator, {:?} local critic (W={}), Adam {}, batch {}",
+        config.alpha, config.beta, config.gamma, config.estimator, config.local_critic, config.critic_width, config.learning_rate, config.batch_size
+    )?;
     let hours = steps as f64 * config.batch_size as f64 / rate.max(1e-9) / 3600.0;
-    writeln!(s, "- {steps} steps ({epochs} complete epochs) on {hardware}: mean {rate:.0} img/s, so ≈ {hours:.1} h of training (steps × batch ÷ mean rate); full config in `config.json`\n")?;
+    writeln!(
+        s,
+        "- {steps} steps ({epochs} complete epochs) on {hardware}: mean {rate:.0} img/s, so ≈ {hours:.1} h of training (steps × batch ÷ mean rate); full config in `config.json`\n"
+    )?;
     writeln!(s, "## Measures (f32, `eval/report.json`)\n")?;
-    writeln!(s, "{} train images, test: {} ({} images); {} seeds, {} probe epochs, MINE / NDM {} / {} steps.\n", report.train_images, report.test, report.test_images, report.settings.seeds, report.settings.probe_epochs, report.settings.mine_steps, report.settings.ndm_steps)?;
+    writeln!(
+        s,
+        "{} train images, test: {} ({} images); {} seeds, {} probe epochs, MINE / NDM {} / {} steps.\n",
+        report.train_images,
+        report.test,
+        report.test_images,
+        report.settings.seeds,
+        report.settings.probe_epochs,
+        report.settings.mine_steps,
+        report.settings.ndm_steps
+    )?;
     writeln!(s, "| measure | mean | σ over seeds |\n|---|---|---|")?;
     for m in &report.measures {
         writeln!(s, "| {} | {:.2} {} | {:.2} |", m.name, m.mean, m.unit, m.std)?;

@@ -81,13 +81,8 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
 
 /// Keeps the newest [`KEEP`] complete checkpoints (and never the one just written).
 fn prune(root: &Path, keep: &str) {
-    let mut all: Vec<String> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("step-"))
-        .collect();
+    let mut all: Vec<String> =
+        std::fs::read_dir(root).into_iter().flatten().flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("step-")).collect();
     all.sort();
     let n = all.len();
     for old in all.into_iter().take(n.saturating_sub(KEEP)) {

@@ -29,7 +29,9 @@ enum Command {
     /// images (MNIST, Fashion-MNIST; gz or raw). Without --data the built-in synthetic `shapes`
     /// set is used. Outputs go to OUT: config.json, metrics.jsonl, checkpoints/step-*/ and
     /// checkpoints/latest. Defaults are the paper's DIM(L): JSD, α=0 β=1 γ=0.1, Adam 1e-4, batch 64.
-    #[command(after_help = "Example:\n  trainer fit --data cifar/train --model tiny --critic-width 512 --epochs 10 --out runs/tiny\n  trainer fit --out runs/tiny --resume --epochs 20")]
+    #[command(
+        after_help = "Example:\n  trainer fit --data cifar/train --model tiny --critic-width 512 --epochs 10 --out runs/tiny\n  trainer fit --out runs/tiny --resume --epochs 20"
+    )]
     Fit(FitArgs),
     /// Measure training throughput (images per second) on synthetic batches.
     Bench(BenchArgs),
@@ -79,7 +81,9 @@ enum Command {
     /// Follows the paper's protocol (nonlinear probe: linear 200, BN, dropout 0.1, ReLU, linear;
     /// linear probe; Adam 1e-4, batch 64). Representations are computed through dim-runtime. Each
     /// learned measure runs once per seed; the report keeps every value, the mean and the spread.
-    #[command(after_help = "Example:\n  trainer eval --model runs/dim32 --train cifar/train --out runs/dim32/eval/report.json\n  trainer eval --model encoder.onnx --train cifar/train --max-images 5000 --probe-epochs 5 --seeds 2")]
+    #[command(
+        after_help = "Example:\n  trainer eval --model runs/dim32 --train cifar/train --out runs/dim32/eval/report.json\n  trainer eval --model encoder.onnx --train cifar/train --max-images 5000 --probe-epochs 5 --seeds 2"
+    )]
     Eval(dim_trainer::eval::run::EvalArgs),
     /// Replay the measures of a float reference report through a deployed encoder; fail on a drop.
     ///
@@ -297,8 +301,7 @@ fn main() -> anyhow::Result<()> {
             let cal = data::load_inputs(&*source, &train_idx[..calib_images.min(train_idx.len())])?;
             let val = data::load_inputs(&*source, &val_idx)?;
             eprintln!("calibrating on {} images, validating on {}", cal.len() / 3072, val.len() / 3072);
-            let q = dim_trainer::export::quantize::quantize(&f32_bytes, &cal, &val, percentile)
-                .with_context(|| format!("quantizing {}", model.display()))?;
+            let q = dim_trainer::export::quantize::quantize(&f32_bytes, &cal, &val, percentile).with_context(|| format!("quantizing {}", model.display()))?;
             let report = q.report;
             dim_trainer::checkpoint::write_atomic(&out, &q.onnx)?;
             if let Some(path) = &blob {
@@ -308,8 +311,16 @@ fn main() -> anyhow::Result<()> {
             }
             let report_path = out.with_extension("quantize.json");
             std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
-            println!("cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}", report.validation_images, report.mean_cosine, report.worst_cosine);
-            println!("size: f32 {} bytes, int8 {} bytes ({:.2}x smaller)", report.f32_bytes, report.int8_bytes, report.f32_bytes as f64 / report.int8_bytes as f64);
+            println!(
+                "cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}",
+                report.validation_images, report.mean_cosine, report.worst_cosine
+            );
+            println!(
+                "size: f32 {} bytes, int8 {} bytes ({:.2}x smaller)",
+                report.f32_bytes,
+                report.int8_bytes,
+                report.f32_bytes as f64 / report.int8_bytes as f64
+            );
             println!("wrote {} and {}", out.display(), report_path.display());
         }
         Command::Eval(args) => dim_trainer::eval::run::eval(&args)?,

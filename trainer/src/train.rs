@@ -52,13 +52,19 @@ pub fn device(kind: BackendKind) -> anyhow::Result<Device> {
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => Device::wgpu(Default::default()),
         #[allow(unreachable_patterns)]
-        other => bail!("backend {other:?} is not compiled in; rebuild with `cargo build --release -p dim-trainer --features {}`", format!("{other:?}").to_lowercase()),
+        other => bail!(
+            "backend {other:?} is not compiled in; rebuild with `cargo build --release -p dim-trainer --features {}`",
+            format!("{other:?}").to_lowercase()
+        ),
     };
     Ok(d)
 }
 
+/// A data source with its train and validation indices.
+pub type SplitData = (Arc<dyn ImageSource>, Vec<usize>, Vec<usize>);
+
 /// Opens the configured data (or the built-in shapes) and splits it (train, validation).
-pub fn open_data(config: &TrainConfig) -> anyhow::Result<(Arc<dyn ImageSource>, Vec<usize>, Vec<usize>)> {
+pub fn open_data(config: &TrainConfig) -> anyhow::Result<SplitData> {
     let source: Arc<dyn ImageSource> = match &config.data {
         Some(path) => Arc::from(data::open(Path::new(path))?),
         None => Arc::new(Shapes::new(config.synthetic_images, config.seed)),
@@ -113,7 +119,10 @@ pub fn step(config: &TrainConfig, state: TrainState, batch: &Batch, step: usize,
         l.disc = scalar(dl);
     }
     if !l.loss.is_finite() || !l.disc.is_finite() {
-        bail!("the loss became {} at step {step} (terms: {l:?}); the model was not updated. Lower --learning-rate or the critic width, or check the data", l.loss);
+        bail!(
+            "the loss became {} at step {step} (terms: {l:?}); the model was not updated. Lower --learning-rate or the critic width, or check the data",
+            l.loss
+        );
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(config.learning_rate, model, grads);
@@ -177,7 +186,15 @@ pub fn fit(mut config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
     let loader = Loader::new(
         source.clone(),
         train_idx.clone(),
-        LoaderConfig { batch_size: config.batch_size, shuffle: true, drop_last: true, augment: config.augment, skip_bad: config.skip_bad, prefetch: 4, seed: config.seed },
+        LoaderConfig {
+            batch_size: config.batch_size,
+            shuffle: true,
+            drop_last: true,
+            augment: config.augment,
+            skip_bad: config.skip_bad,
+            prefetch: 4,
+            seed: config.seed,
+        },
     );
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
@@ -201,7 +218,9 @@ pub fn fit(mut config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
                 Ok(b) => b,
                 Err(e) => {
                     let saved = checkpoint::save(out, &config, progress, &state)?;
-                    return Err(anyhow::Error::from(e).context(format!("reading data failed; progress saved in {} (fix the file, then --resume)", saved.display())));
+                    return Err(
+                        anyhow::Error::from(e).context(format!("reading data failed; progress saved in {} (fix the file, then --resume)", saved.display()))
+                    );
                 }
             };
             if batch.len() < 2 {
@@ -219,10 +238,23 @@ pub fn fit(mut config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
             progress.batch += 1;
             losses.push(l.loss);
             epoch_n += 1;
-            epoch_sum = StepLosses { loss: epoch_sum.loss + l.loss, local_mi: epoch_sum.local_mi + l.local_mi, global_mi: epoch_sum.global_mi + l.global_mi, prior: epoch_sum.prior + l.prior, disc: epoch_sum.disc + l.disc };
+            epoch_sum = StepLosses {
+                loss: epoch_sum.loss + l.loss,
+                local_mi: epoch_sum.local_mi + l.local_mi,
+                global_mi: epoch_sum.global_mi + l.global_mi,
+                prior: epoch_sum.prior + l.prior,
+                disc: epoch_sum.disc + l.disc,
+            };
             let ips = batch.len() as f64 / t.elapsed().as_secs_f64();
             metrics.write(serde_json::json!({"step": progress.step, "epoch": progress.epoch + 1, "loss": l.loss, "local_mi": l.local_mi, "global_mi": l.global_mi, "prior": l.prior, "disc": l.disc, "img_per_s": ips}))?;
-            bar.set_message(format!("loss {:.4} local {:.4} prior {:.3} disc {:.3} | {:.0} img/s", l.loss, l.local_mi, l.prior, l.disc, images as f64 / started.elapsed().as_secs_f64()));
+            bar.set_message(format!(
+                "loss {:.4} local {:.4} prior {:.3} disc {:.3} | {:.0} img/s",
+                l.loss,
+                l.local_mi,
+                l.prior,
+                l.disc,
+                images as f64 / started.elapsed().as_secs_f64()
+            ));
             bar.set_position(progress.step as u64);
             let at_end = progress.step >= total;
             let periodic = config.checkpoint_every > 0 && progress.step % config.checkpoint_every == 0;
@@ -236,7 +268,12 @@ pub fn fit(mut config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
                 let n = epoch_n.max(1) as f64;
                 let msg = format!(
                     "epoch {}/{}: loss {:.4} local MI {:.4} prior {:.4} disc {:.4} ({:.0} img/s)",
-                    progress.epoch, config.epochs, epoch_sum.loss / n, epoch_sum.local_mi / n, epoch_sum.prior / n, epoch_sum.disc / n,
+                    progress.epoch,
+                    config.epochs,
+                    epoch_sum.loss / n,
+                    epoch_sum.local_mi / n,
+                    epoch_sum.prior / n,
+                    epoch_sum.disc / n,
                     images as f64 / started.elapsed().as_secs_f64()
                 );
                 bar.suspend(|| eprintln!("{msg}"));

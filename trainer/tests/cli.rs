@@ -35,14 +35,7 @@ fn missing_data_and_unknown_backend_are_clear_errors() {
 fn ctrl_c_saves_a_checkpoint_that_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut child = trainer()
-        .args(["fit", "--epochs", "1000", "--out"])
-        .arg(&run)
-        .args(QUICK)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = trainer().args(["fit", "--epochs", "1000", "--out"]).arg(&run).args(QUICK).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let metrics = run.join("metrics.jsonl");
     let start = Instant::now();
     while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
@@ -74,7 +67,8 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     };
     ok(&[&["fit", "--data", "builtin:shapes:800", "--max-steps", "60", "--out", &p("run")][..], QUICK, &data].concat());
     ok(&["export", "--checkpoint", &p("run"), "--out", &p("encoder.onnx")]);
-    ok(&[&["quantize", "--model", &p("encoder.onnx"), "--calib", "builtin:shapes:800", "--calib-images", "128", "--out", &p("encoder.int8.onnx")][..], &data].concat());
+    ok(&[&["quantize", "--model", &p("encoder.onnx"), "--calib", "builtin:shapes:800", "--calib-images", "128", "--out", &p("encoder.int8.onnx")][..], &data]
+        .concat());
     let measure = ["--train", "builtin:shapes:800", "--validation-size", "200"];
     let quick = ["--seeds", "2", "--probe-epochs", "3", "--mine-steps", "150", "--ndm-steps", "150"];
     let table = ok(&[&["eval", "--model", &p("encoder.onnx"), "--out", &p("ref/report.json")][..], &measure, &quick].concat());

@@ -5,8 +5,7 @@ use super::{DataError, IMAGE_BYTES, ImageSource, Rgb32};
 use std::path::{Path, PathBuf};
 
 const RECORD: usize = 1 + IMAGE_BYTES;
-const CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// CIFAR-10 records held in memory (150 MB for the whole train split).
 pub struct CifarBinary {
@@ -46,10 +45,7 @@ impl CifarBinary {
                 ));
             }
             if let Some(bad) = bytes.chunks(RECORD).position(|r| r[0] as usize >= CLASSES.len()) {
-                return Err(DataError::format(
-                    file,
-                    format!("record {bad} has label {} (CIFAR-10 labels are 0-9); not a CIFAR-10 batch", bytes[bad * RECORD]),
-                ));
+                return Err(DataError::format(file, format!("record {bad} has label {} (CIFAR-10 labels are 0-9); not a CIFAR-10 batch", bytes[bad * RECORD])));
             }
             records.extend_from_slice(&bytes);
         }

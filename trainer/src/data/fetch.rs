@@ -59,16 +59,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn download(url: &str, dest: &Path, sha256: &str) -> anyhow::Result<()> {
-    let resp = ureq::get(url).call().with_context(|| format!("download of {url} failed; check the network, or download it by hand into {}", dest.parent().unwrap().display()))?;
+    let resp = ureq::get(url)
+        .call()
+        .with_context(|| format!("download of {url} failed; check the network, or download it by hand into {}", dest.parent().unwrap().display()))?;
     let total = resp.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap(),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").unwrap());
     bar.set_message(format!("fetching {url}"));
     let part = dest.with_extension("part");
     let mut out = std::fs::File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;

@@ -11,15 +11,11 @@ pub struct ImageFolder {
 }
 
 fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
 fn subdirs(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -33,12 +29,8 @@ impl ImageFolder {
         let mut files = Vec::new();
         let mut classes = Vec::new();
         for dir in subdirs(root) {
-            let mut imgs: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| DataError::io(&dir, e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| is_image(p))
-                .collect();
+            let mut imgs: Vec<PathBuf> =
+                std::fs::read_dir(&dir).map_err(|e| DataError::io(&dir, e))?.flatten().map(|e| e.path()).filter(|p| is_image(p)).collect();
             if imgs.is_empty() {
                 continue;
             }
@@ -62,9 +54,7 @@ pub fn decode_file(path: &Path) -> Result<Rgb32, DataError> {
 
 /// Decodes an encoded image (PNG, JPEG) to 32×32 RGB; `path` names it in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Rgb32, DataError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?
-        .to_rgb8();
+    let img = image::load_from_memory(bytes).map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?.to_rgb8();
     let mut out = [0u8; super::IMAGE_BYTES];
     dim_runtime::preprocess::to_rgb32(img.as_raw(), img.width() as usize, img.height() as usize, 3, &mut out)
         .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;

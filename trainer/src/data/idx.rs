@@ -64,16 +64,11 @@ fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, std::o
     if bytes.len() < header {
         return Err(DataError::format(path, "IDX header is truncated"));
     }
-    let dims: Vec<usize> = (0..want_dims as usize)
-        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..want_dims as usize).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
     let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     match want {
         Some(n) if header + n == bytes.len() => Ok((dims, header..bytes.len())),
-        _ => Err(DataError::format(
-            path,
-            format!("header promises {:?} but the file holds {} data bytes: truncated or corrupt", dims, bytes.len() - header),
-        )),
+        _ => Err(DataError::format(path, format!("header promises {:?} but the file holds {} data bytes: truncated or corrupt", dims, bytes.len() - header))),
     }
 }
 
@@ -115,8 +110,7 @@ impl ImageSource for Idx {
     fn load(&self, i: usize) -> Result<Rgb32, DataError> {
         let px = self.rows * self.cols;
         let mut out = [0u8; super::IMAGE_BYTES];
-        to_rgb32(&self.pixels[i * px..(i + 1) * px], self.cols, self.rows, 1, &mut out)
-            .map_err(|e| DataError::format(&self.path, e.to_string()))?;
+        to_rgb32(&self.pixels[i * px..(i + 1) * px], self.cols, self.rows, 1, &mut out).map_err(|e| DataError::format(&self.path, e.to_string()))?;
         Ok(out)
     }
     fn describe(&self) -> String {

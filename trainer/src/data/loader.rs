@@ -177,12 +177,10 @@ mod tests {
         let mut img = [0u8; super::super::IMAGE_BYTES];
         img[0] = 255; // red at (0, 0)
         let mut rng = StdRng::seed_from_u64(0);
-        let flipped = (0..20)
-            .map(|_| Augment { crop_padding: 0, hflip: true }.apply(&img, &mut rng))
-            .find(|o| o[31 * 3] == 255)
-            .expect("a flip within 20 draws");
+        let flipped =
+            (0..20).map(|_| Augment { crop_padding: 0, hflip: true }.apply(&img, &mut rng)).find(|o| o[31 * 3] == 255).expect("a flip within 20 draws");
         assert_eq!(flipped[0], 0);
         let cropped = Augment { crop_padding: 4, hflip: false }.apply(&img, &mut rng);
-        assert_eq!(cropped.iter().filter(|&&v| v == 255).count() <= 1, true);
+        assert!(cropped.iter().filter(|&&v| v == 255).count() <= 1);
     }
 }

@@ -114,6 +114,17 @@ pub fn split(n: usize, val: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     (order, valid)
 }
 
+/// Model inputs (`[n, 3, 32, 32]` f32) for `indices`, decoded in parallel.
+pub fn load_inputs(source: &dyn ImageSource, indices: &[usize]) -> Result<Vec<f32>, DataError> {
+    use rayon::prelude::*;
+    let imgs: Vec<Rgb32> = indices.par_iter().map(|&i| source.load(i)).collect::<Result<_, _>>()?;
+    let mut out = vec![0f32; imgs.len() * dim_runtime::INPUT_LEN];
+    for (img, o) in imgs.iter().zip(out.chunks_mut(dim_runtime::INPUT_LEN)) {
+        dim_runtime::preprocess::rgb32_to_input(img, o).expect("INPUT_LEN chunk");
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,15 +151,4 @@ mod tests {
         assert_eq!(open(Path::new("builtin:shapes:30")).unwrap().len(), 30);
         assert!(open(Path::new("builtin:shapes:x")).is_err());
     }
-}
-
-/// Model inputs (`[n, 3, 32, 32]` f32) for `indices`, decoded in parallel.
-pub fn load_inputs(source: &dyn ImageSource, indices: &[usize]) -> Result<Vec<f32>, DataError> {
-    use rayon::prelude::*;
-    let imgs: Vec<Rgb32> = indices.par_iter().map(|&i| source.load(i)).collect::<Result<_, _>>()?;
-    let mut out = vec![0f32; imgs.len() * dim_runtime::INPUT_LEN];
-    for (img, o) in imgs.iter().zip(out.chunks_mut(dim_runtime::INPUT_LEN)) {
-        dim_runtime::preprocess::rgb32_to_input(img, o).expect("INPUT_LEN chunk");
-    }
-    Ok(out)
 }

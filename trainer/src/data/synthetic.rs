@@ -6,8 +6,7 @@
 use super::{DataError, ImageSource, Rgb32};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const NAMES: [&str; 10] =
-    ["disc", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "x", "checker"];
+const NAMES: [&str; 10] = ["disc", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "x", "checker"];
 
 pub struct Shapes {
     len: usize,
@@ -97,9 +96,7 @@ mod tests {
         // Foreground covers a real share of the image for every class.
         for class in 0..10 {
             let r = 10.0;
-            let n = (0..32 * 32)
-                .filter(|p| inside(class, (p % 32) as f32 - 16.0, (p / 32) as f32 - 16.0, r))
-                .count();
+            let n = (0..32 * 32).filter(|p| inside(class, (p % 32) as f32 - 16.0, (p / 32) as f32 - 16.0, r)).count();
             assert!((40..500).contains(&n), "class {class} covers {n} pixels");
         }
     }

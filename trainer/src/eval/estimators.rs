@@ -121,7 +121,7 @@ pub fn estimate(kind: Kind, config: &EstimatorConfig, train: &[f32], test: &[f32
     anyhow::ensure!(n >= 2 && test.len() >= 2 * d, "need at least 2 train and 2 test rows");
     let device = Device::flex().autodiff();
     device.seed(config.seed);
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_0F_D1E);
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_0FD1);
     let mut critic = Critic::new(d, &config.hidden, &device);
     let mut optim = AdamConfig::new().init();
     let bs = config.batch_size.min(n);

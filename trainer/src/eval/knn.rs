@@ -41,8 +41,7 @@ pub fn knn_accuracy(bank: &[f32], bank_labels: &[usize], query: &[f32], query_la
         .chunks(dim)
         .zip(query_labels)
         .filter(|(q, label)| {
-            let mut sims: Vec<(f32, usize)> =
-                bank.chunks(dim).zip(bank_labels).map(|(b, &l)| (b.iter().zip(q.iter()).map(|(a, c)| a * c).sum(), l)).collect();
+            let mut sims: Vec<(f32, usize)> = bank.chunks(dim).zip(bank_labels).map(|(b, &l)| (b.iter().zip(q.iter()).map(|(a, c)| a * c).sum(), l)).collect();
             sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
             let mut votes = vec![0usize; classes];
             sims[..k].iter().for_each(|&(_, l)| votes[l] += 1);

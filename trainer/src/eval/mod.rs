@@ -102,7 +102,10 @@ pub fn load_encoder(model: &Path) -> anyhow::Result<(dim_runtime::Encoder, bool)
     match dim_runtime::Encoder::from_bytes_with_layers(&bytes, &PROBE_LAYERS) {
         Ok(e) => Ok((e, true)),
         Err(dim_runtime::Error::Model(m)) if m.contains("has no value named") => {
-            eprintln!("note: {} has no `relu3` / `fc_relu` outputs (exported before they existed?): probes run on Y only; re-export to probe conv and fc", model.display());
+            eprintln!(
+                "note: {} has no `relu3` / `fc_relu` outputs (exported before they existed?): probes run on Y only; re-export to probe conv and fc",
+                model.display()
+            );
             Ok((dim_runtime::Encoder::from_bytes(&bytes).with_context(|| format!("{}", model.display()))?, false))
         }
         Err(e) => Err(e).with_context(|| format!("cannot load {}", model.display())),
@@ -154,7 +157,9 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
     say("knn.y", knn, "%");
     measures.push(Measure::new("knn.y".into(), "%", vec![(knn, vec![])]));
 
-    let mut runs: std::collections::BTreeMap<String, Vec<(f64, Vec<(f64, f64)>)>> = Default::default();
+    // Per measure, per seed: (value, curve).
+    type Runs = std::collections::BTreeMap<String, Vec<(f64, Vec<(f64, f64)>)>>;
+    let mut runs = Runs::new();
     let (ys_tr, ys_te) = standardise(y_tr, y_te, *yd);
     for seed in 0..settings.seeds as u64 {
         for kind in [ProbeKind::Nonlinear, ProbeKind::Linear] {
@@ -188,9 +193,12 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
     Ok(measures)
 }
 
+/// (train source, train indices, test source, test indices, description of the test split).
+pub type Splits = (Box<dyn ImageSource>, Vec<usize>, Box<dyn ImageSource>, Vec<usize>, String);
+
 /// Where `eval` / `check` read their images: `test` when given, else the validation split of
 /// `train` (the seeded split `fit` uses). Both capped at `max_images`.
-pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, seed: u64, max_images: Option<usize>) -> anyhow::Result<(Box<dyn ImageSource>, Vec<usize>, Box<dyn ImageSource>, Vec<usize>, String)> {
+pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, seed: u64, max_images: Option<usize>) -> anyhow::Result<Splits> {
     let cap = |mut v: Vec<usize>| {
         v.truncate(max_images.unwrap_or(usize::MAX));
         v

@@ -9,7 +9,15 @@ use std::path::{Path, PathBuf};
 pub fn markdown(report: &Report) -> String {
     let mut s = format!(
         "# Evaluation of `{}`\n\ntrain: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
-        report.model, report.train, report.train_images, report.test, report.test_images, report.settings.seeds, report.settings.probe_epochs, report.settings.mine_steps, report.settings.ndm_steps
+        report.model,
+        report.train,
+        report.train_images,
+        report.test,
+        report.test_images,
+        report.settings.seeds,
+        report.settings.probe_epochs,
+        report.settings.mine_steps,
+        report.settings.ndm_steps
     );
     for m in &report.measures {
         let vals: Vec<String> = m.values.iter().map(|v| format!("{v:.2}")).collect();
@@ -27,8 +35,11 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = vec![out.to_path_buf(), out.with_extension("md")];
     crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(report)?.as_bytes())?;
     crate::checkpoint::write_atomic(&written[1], markdown(report).as_bytes())?;
-    let groups: [(&str, &str, fn(&Measure) -> bool); 2] =
-        [("probes", "test accuracy (%) by epoch", |m| m.name.starts_with("probe")), ("estimators", "train-batch DV bound (nats) by step", |m| !m.is_accuracy())];
+    type Pick = fn(&Measure) -> bool;
+    let groups: [(&str, &str, Pick); 2] = [
+        ("probes", "test accuracy (%) by epoch", |m| m.name.starts_with("probe")),
+        ("estimators", "train-batch DV bound (nats) by step", |m| !m.is_accuracy()),
+    ];
     for (suffix, title, pick) in groups {
         let path = out.with_extension(format!("{suffix}.png"));
         let series: Vec<&Measure> = report.measures.iter().filter(|m| pick(m)).collect();

@@ -87,7 +87,8 @@ fn measure(data: &DataArgs, settings: &Settings) -> anyhow::Result<Report> {
 }
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
-    let settings = Settings { seeds: args.seeds.max(1), probe_epochs: args.probe_epochs, mine_steps: args.mine_steps, ndm_steps: args.ndm_steps, ..Settings::default() };
+    let settings =
+        Settings { seeds: args.seeds.max(1), probe_epochs: args.probe_epochs, mine_steps: args.mine_steps, ndm_steps: args.ndm_steps, ..Settings::default() };
     let report = measure(&args.data, &settings)?;
     let written = report::write(&report, &args.out)?;
     println!("{}", report::markdown(&report));
@@ -98,15 +99,26 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 /// Returns whether every measure is within tolerance.
 pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.reference).with_context(|| format!("cannot read the reference report {}", args.reference.display()))?;
-    let reference: Report = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a report of `trainer eval`; make one with `trainer eval --model <float model> --out {}`", args.reference.display(), args.reference.display()))?;
+    let reference: Report = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a report of `trainer eval`; make one with `trainer eval --model <float model> --out {}`",
+            args.reference.display(),
+            args.reference.display()
+        )
+    })?;
     // The same images, or the comparison means nothing: check before the long part.
     let d = &args.data;
     let (_, train_idx, _, test_idx, test_desc) = open_splits(&d.train, d.test.as_deref(), d.validation_size, d.split_seed, d.max_images)?;
     if (train_idx.len(), test_idx.len(), &test_desc) != (reference.train_images, reference.test_images, &reference.test) {
         anyhow::bail!(
             "{} was measured on {} train images and test {} ({} images); this check would use {} and {} ({}). Pass the --train / --test / --max-images / --validation-size the reference used",
-            args.reference.display(), reference.train_images, reference.test, reference.test_images, train_idx.len(), test_desc, test_idx.len()
+            args.reference.display(),
+            reference.train_images,
+            reference.test,
+            reference.test_images,
+            train_idx.len(),
+            test_desc,
+            test_idx.len()
         );
     }
     let deployed = measure(&args.data, &reference.settings)?;

@@ -92,8 +92,7 @@ impl Layers {
         use prost::Message;
         let model = tract_onnx::pb::ModelProto::decode(bytes).map_err(|e| anyhow::anyhow!("not an ONNX file: {e}"))?;
         let graph = model.graph.ok_or_else(|| anyhow::anyhow!("ONNX file has no graph"))?;
-        let init: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> =
-            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let init: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
         let tensor = |name: &str| -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
             let t = init.get(name).ok_or_else(|| anyhow::anyhow!("initializer `{name}` missing"))?;
             let data = if t.float_data.is_empty() {

@@ -7,9 +7,8 @@
 
 use prost::Message;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension,
-    tensor_shape_proto::dimension::Value as Dim, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::Dimension, tensor_shape_proto::dimension::Value as Dim, type_proto,
 };
 
 /// Opset of everything we write (QLinearConv, QLinearMatMul, GlobalAveragePool are all in it).
@@ -33,17 +32,11 @@ pub fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension { value: Some(d.map_or(Dim::DimParam("N".into()), Dim::DimValue)), ..Default::default() })
-        .collect();
+    let dim = dims.iter().map(|d| Dimension { value: Some(d.map_or(Dim::DimParam("N".into()), Dim::DimValue)), ..Default::default() }).collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: elem as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: elem as i32, shape: Some(TensorShapeProto { dim }) })),
             ..Default::default()
         }),
         ..Default::default()

@@ -28,7 +28,6 @@ pub struct Ranges {
     pub y_abs: f32,
 }
 
-
 /// Bytes of int32 kernel that tract folds into constants (tract-core `CONST_FOLD_MEM_BUDGET`).
 const FOLD_BUDGET: usize = 4 << 20;
 
@@ -60,12 +59,7 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
         }
     }
     let mut r = values.into_iter().map(|v| percentile(v, pct));
-    Ok(Ranges {
-        relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()],
-        fc: r.next().unwrap(),
-        pool: r.next(),
-        y_abs,
-    })
+    Ok(Ranges { relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()], fc: r.next().unwrap(), pool: r.next(), y_abs })
 }
 
 /// Writes the int8 graph of `q`. Input and output are f32, exactly like the f32 export.

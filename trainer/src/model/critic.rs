@@ -117,6 +117,8 @@ impl ConcatConvCritic {
 }
 
 /// The local critic in either form.
+// One per run, never moved in a hot loop: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum LocalCritic {
     EncodeDot(EncodeDotCritic),
@@ -184,11 +186,7 @@ pub struct PriorDiscriminator {
 
 impl PriorDiscriminator {
     pub fn new(y_dim: usize, device: &Device) -> Self {
-        Self {
-            l1: LinearConfig::new(y_dim, 1000).init(device),
-            l2: LinearConfig::new(1000, 200).init(device),
-            l3: LinearConfig::new(200, 1).init(device),
-        }
+        Self { l1: LinearConfig::new(y_dim, 1000).init(device), l2: LinearConfig::new(1000, 200).init(device), l3: LinearConfig::new(200, 1).init(device) }
     }
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.l3.forward(relu(self.l2.forward(relu(self.l1.forward(x)))))

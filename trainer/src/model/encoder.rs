@@ -64,10 +64,7 @@ impl EncoderConfig {
 
     pub fn init(&self, device: &Device) -> Encoder {
         let conv = |i: usize, o: usize| ConvBlock {
-            conv: Conv2dConfig::new([i, o], [self.kernel, self.kernel])
-                .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device),
+            conv: Conv2dConfig::new([i, o], [self.kernel, self.kernel]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
             bn: BatchNormConfig::new(o).init(device),
         };
         let [a, b, c] = self.channels;

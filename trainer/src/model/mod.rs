@@ -34,9 +34,7 @@ impl DimModelConfig {
         let y = self.encoder.y_dim;
         DimModel {
             encoder: self.encoder.init(device),
-            local: self
-                .with_local
-                .then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
+            local: self.with_local.then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
             global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
         }
     }

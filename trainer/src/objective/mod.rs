@@ -108,13 +108,7 @@ pub fn prior_encoder_loss(disc: &PriorDiscriminator, y: Tensor<2>) -> Tensor<1> 
 /// burn's autodiff has no double backward, so the penalty uses the central difference along a
 /// random Gaussian direction `u`: `E_u[((D(x+εu) − D(x−εu)) / 2ε)²] = ‖∇D(x)‖²` for smooth `D`,
 /// an unbiased first-order estimate that needs only ordinary gradients.
-pub fn prior_discriminator_loss(
-    disc: &PriorDiscriminator,
-    real: Tensor<2>,
-    y: Tensor<2>,
-    gp_weight: f64,
-    rng: &mut StdRng,
-) -> Tensor<1> {
+pub fn prior_discriminator_loss(disc: &PriorDiscriminator, real: Tensor<2>, y: Tensor<2>, gp_weight: f64, rng: &mut StdRng) -> Tensor<1> {
     let fake = sigmoid(y.detach());
     let loss = sp(disc.forward(real.clone()).neg()).mean() + sp(disc.forward(fake.clone())).mean();
     if gp_weight == 0.0 {
