@@ -35,7 +35,8 @@ fn write_runtime_fixtures() {
     std::fs::write(dir.join("tiny.blob"), &blob).unwrap();
     let rgb = dim_trainer::data::open(std::path::Path::new("builtin:shapes:300")).unwrap().load(299).unwrap();
     std::fs::write(dir.join("golden.rgb"), rgb).unwrap();
-    let input = dim_trainer::data::load_inputs(&*dim_trainer::data::open(std::path::Path::new("builtin:shapes:300")).unwrap(), &[299]).unwrap();
+    let mut input = vec![0f32; dim_runtime::INPUT_LEN];
+    dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
     let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&input).unwrap();
     let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
     std::fs::write(dir.join("golden.tiny.int8.y.txt"), text.join("\n") + "\n").unwrap();

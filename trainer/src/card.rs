@@ -90,22 +90,8 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
         "- {steps} steps ({epochs} complete epochs) on {hardware}: mean {rate:.0} img/s, so ≈ {hours:.1} h of training (steps × batch ÷ mean rate); full config in `config.json`\n"
     )?;
     writeln!(s, "## Measures (f32, `eval/report.json`)\n")?;
-    writeln!(
-        s,
-        "{} train images, test: {} ({} images); {} seeds, {} probe epochs, MINE / NDM {} / {} steps.\n",
-        report.train_images,
-        report.test,
-        report.test_images,
-        report.settings.seeds,
-        report.settings.probe_epochs,
-        report.settings.mine_steps,
-        report.settings.ndm_steps
-    )?;
-    writeln!(s, "| measure | mean | σ over seeds |\n|---|---|---|")?;
-    for m in &report.measures {
-        writeln!(s, "| {} | {:.2} {} | {:.2} |", m.name, m.mean, m.unit, m.std)?;
-    }
-    writeln!(s, "\nCurves: `eval/report.probes.png`, `eval/report.estimators.png`.\n")?;
+    writeln!(s, "{}", crate::eval::report::measures(&report))?;
+    writeln!(s, "Curves: `eval/report.probes.png`, `eval/report.estimators.png`.\n")?;
     writeln!(s, "## int8 through the runtime (`trainer check`, `check/check.json`)\n\n{}", crate::eval::check::table(&rows))?;
     writeln!(s, "## Reproduce\n\n```sh")?;
     writeln!(s, "trainer fit --config models/{name}/config.json --data <CIFAR-10 train folder> --out runs/{name}")?;
@@ -122,7 +108,8 @@ pub fn write_golden(dir: &Path, data: &Path, config: &TrainConfig) -> anyhow::Re
     let (_, val) = crate::data::split(source.len(), config.validation_size, config.seed);
     let i = *val.first().context("the data has no validation images")?;
     let rgb = source.load(i)?;
-    let input = crate::data::load_inputs(&*source, &[i])?;
+    let mut input = vec![0f32; dim_runtime::INPUT_LEN];
+    dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input)?;
     let y = dim_runtime::Encoder::from_path(dir.join("encoder.int8.onnx"))?.embed_preprocessed(&input)?;
     crate::checkpoint::write_atomic(&dir.join("golden.rgb"), &rgb)?;
     let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();

@@ -310,7 +310,7 @@ fn main() -> anyhow::Result<()> {
                 println!("wrote {} ({} bytes; the engine needs a {}-byte arena)", path.display(), q.blob.len(), m.arena_size());
             }
             let report_path = out.with_extension("quantize.json");
-            std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
+            dim_trainer::checkpoint::write_atomic(&report_path, &serde_json::to_vec_pretty(&report)?)?;
             println!(
                 "cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}",
                 report.validation_images, report.mean_cosine, report.worst_cosine

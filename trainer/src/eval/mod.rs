@@ -21,6 +21,7 @@ use anyhow::Context;
 use estimators::{EstimatorConfig, Kind};
 use probe::{ProbeConfig, ProbeKind, Rows};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What `eval` ran; `check` reruns exactly this.
@@ -128,23 +129,6 @@ pub fn represent(encoder: &dim_runtime::Encoder, layers: bool, source: &dyn Imag
     Ok(Split { images, labels, layers })
 }
 
-/// Per-column standardisation with `train`'s statistics, applied to both (an invertible map per
-/// dimension: it changes neither MI nor total correlation, and steadies the critics).
-fn standardise(train: &[f32], test: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = (train.len() / d).max(1) as f64;
-    let mut mean = vec![0f64; d];
-    let mut sq = vec![0f64; d];
-    for row in train.chunks(d) {
-        row.iter().enumerate().for_each(|(j, &v)| {
-            mean[j] += v as f64 / n;
-            sq[j] += (v as f64).powi(2) / n;
-        });
-    }
-    let inv: Vec<f64> = sq.iter().zip(&mean).map(|(q, m)| 1.0 / ((q - m * m).max(0.0).sqrt() + 1e-6)).collect();
-    let f = |x: &[f32]| x.iter().enumerate().map(|(i, v)| ((*v as f64 - mean[i % d]) * inv[i % d]) as f32).collect();
-    (f(train), f(test))
-}
-
 /// Runs every measure. `log` receives one line per finished measure.
 pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
     let started = Instant::now();
@@ -160,7 +144,8 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
     // Per measure, per seed: (value, curve).
     type Runs = std::collections::BTreeMap<String, Vec<(f64, Vec<(f64, f64)>)>>;
     let mut runs = Runs::new();
-    let (ys_tr, ys_te) = standardise(y_tr, y_te, *yd);
+    // Per dimension an invertible map: it changes neither MI nor total correlation, and steadies the critics.
+    let (ys_tr, ys_te) = probe::standardise(y_tr, y_te, *yd);
     for seed in 0..settings.seeds as u64 {
         for kind in [ProbeKind::Nonlinear, ProbeKind::Linear] {
             for ((name, d, tr), (_, _, te)) in train.layers.iter().zip(&test.layers).rev() {
@@ -194,7 +179,7 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
 }
 
 /// (train source, train indices, test source, test indices, description of the test split).
-pub type Splits = (Box<dyn ImageSource>, Vec<usize>, Box<dyn ImageSource>, Vec<usize>, String);
+pub type Splits = (Arc<dyn ImageSource>, Vec<usize>, Arc<dyn ImageSource>, Vec<usize>, String);
 
 /// Where `eval` / `check` read their images: `test` when given, else the validation split of
 /// `train` (the seeded split `fit` uses). Both capped at `max_images`.
@@ -203,17 +188,17 @@ pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, se
         v.truncate(max_images.unwrap_or(usize::MAX));
         v
     };
-    let source = data::open(train)?;
+    let source: Arc<dyn ImageSource> = Arc::from(data::open(train)?);
     match test {
         Some(t) if t != train => {
-            let test_src = data::open(t)?;
+            let test_src: Arc<dyn ImageSource> = Arc::from(data::open(t)?);
             let (a, b) = (cap((0..source.len()).collect()), cap((0..test_src.len()).collect()));
             Ok((source, a, test_src, b, t.display().to_string()))
         }
         _ => {
             let (a, b) = data::split(source.len(), validation_size, seed);
             let desc = format!("{} (validation split: last {validation_size} of the seed-{seed} shuffle)", train.display());
-            Ok((data::open(train)?, cap(a), source, cap(b), desc))
+            Ok((source.clone(), cap(a), source, cap(b), desc))
         }
     }
 }

@@ -74,25 +74,22 @@ pub struct ProbeResult {
     pub curve: Vec<f64>,
 }
 
-/// Per-column mean and 1/std of `x`.
-fn standardiser(x: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = (x.len() / dim).max(1) as f64;
+/// Standardises the columns of `train` and `test` (`[n, dim]` row-major) with `train`'s mean
+/// and standard deviation.
+pub fn standardise(train: &[f32], test: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = (train.len() / dim).max(1) as f64;
     let mut mean = vec![0f64; dim];
     let mut sq = vec![0f64; dim];
-    for row in x.chunks(dim) {
+    for row in train.chunks(dim) {
         for (j, &v) in row.iter().enumerate() {
             mean[j] += v as f64;
             sq[j] += (v as f64) * (v as f64);
         }
     }
     let m: Vec<f32> = mean.iter().map(|s| (s / n) as f32).collect();
-    let inv = sq.iter().zip(&mean).map(|(q, s)| (1.0 / ((q / n - (s / n).powi(2)).max(0.0).sqrt() + 1e-6)) as f32).collect();
-    (m, inv)
-}
-
-fn standardise(x: &[f32], (mean, inv): &(Vec<f32>, Vec<f32>)) -> Vec<f32> {
-    let d = mean.len();
-    x.iter().enumerate().map(|(i, v)| (v - mean[i % d]) * inv[i % d]).collect()
+    let inv: Vec<f32> = sq.iter().zip(&mean).map(|(q, s)| (1.0 / ((q / n - (s / n).powi(2)).max(0.0).sqrt() + 1e-6)) as f32).collect();
+    let apply = |x: &[f32]| x.iter().enumerate().map(|(i, v)| (v - m[i % dim]) * inv[i % dim]).collect();
+    (apply(train), apply(test))
 }
 
 fn accuracy(probe: &Probe, x: &[f32], labels: &[usize], dim: usize, device: &Device) -> f64 {
@@ -109,8 +106,7 @@ fn accuracy(probe: &Probe, x: &[f32], labels: &[usize], dim: usize, device: &Dev
 pub fn train_probe(kind: ProbeKind, config: &ProbeConfig, train: Rows<'_>, test: Rows<'_>, classes: usize) -> anyhow::Result<ProbeResult> {
     let dim = train.dim;
     anyhow::ensure!(test.dim == dim && !train.labels.is_empty(), "probe: empty or mismatched representations");
-    let stats = standardiser(train.x, dim);
-    let (xtr, xte) = (standardise(train.x, &stats), standardise(test.x, &stats));
+    let (xtr, xte) = standardise(train.x, test.x, dim);
     let device = Device::flex().autodiff();
     device.seed(config.seed);
     let mut probe = Probe::new(kind, dim, classes, &device);

@@ -5,11 +5,15 @@ use anyhow::Context;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// The Markdown table of `report`.
+/// The Markdown of `report`: a title, then [`measures`].
 pub fn markdown(report: &Report) -> String {
+    format!("# Evaluation of `{}`\n\n{}", report.model, measures(report))
+}
+
+/// What was measured on which images with which settings, and the table of measures.
+pub fn measures(report: &Report) -> String {
     let mut s = format!(
-        "# Evaluation of `{}`\n\ntrain: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
-        report.model,
+        "train: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
         report.train,
         report.train_images,
         report.test,

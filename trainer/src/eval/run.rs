@@ -1,6 +1,6 @@
 //! The `trainer eval` and `trainer check` commands.
 
-use super::{Report, Settings, check, load_encoder, open_splits, report, represent};
+use super::{Report, Settings, Splits, check, load_encoder, open_splits, report, represent};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -63,11 +63,13 @@ pub struct CheckArgs {
     pub out: PathBuf,
 }
 
-fn measure(data: &DataArgs, settings: &Settings) -> anyhow::Result<Report> {
+fn splits(data: &DataArgs) -> anyhow::Result<Splits> {
+    open_splits(&data.train, data.test.as_deref(), data.validation_size, data.split_seed, data.max_images)
+}
+
+fn measure(data: &DataArgs, (train_src, train_idx, test_src, test_idx, test_desc): Splits, settings: &Settings) -> anyhow::Result<Report> {
     let started = Instant::now();
     let (encoder, layers) = load_encoder(&data.model)?;
-    let (train_src, train_idx, test_src, test_idx, test_desc) =
-        open_splits(&data.train, data.test.as_deref(), data.validation_size, data.split_seed, data.max_images)?;
     anyhow::ensure!(train_idx.len() >= 2 && test_idx.len() >= 2, "need at least 2 train and 2 test images");
     eprintln!("representing {} train and {} test images through dim-runtime (tract)…", train_idx.len(), test_idx.len());
     let train = represent(&encoder, layers, &*train_src, &train_idx)?;
@@ -89,7 +91,7 @@ fn measure(data: &DataArgs, settings: &Settings) -> anyhow::Result<Report> {
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let settings =
         Settings { seeds: args.seeds.max(1), probe_epochs: args.probe_epochs, mine_steps: args.mine_steps, ndm_steps: args.ndm_steps, ..Settings::default() };
-    let report = measure(&args.data, &settings)?;
+    let report = measure(&args.data, splits(&args.data)?, &settings)?;
     let written = report::write(&report, &args.out)?;
     println!("{}", report::markdown(&report));
     println!("wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
@@ -107,9 +109,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         )
     })?;
     // The same images, or the comparison means nothing: check before the long part.
-    let d = &args.data;
-    let (_, train_idx, _, test_idx, test_desc) = open_splits(&d.train, d.test.as_deref(), d.validation_size, d.split_seed, d.max_images)?;
-    if (train_idx.len(), test_idx.len(), &test_desc) != (reference.train_images, reference.test_images, &reference.test) {
+    let opened = splits(&args.data)?;
+    let (_, train_idx, _, test_idx, test_desc) = &opened;
+    if (train_idx.len(), test_idx.len(), test_desc) != (reference.train_images, reference.test_images, &reference.test) {
         anyhow::bail!(
             "{} was measured on {} train images and test {} ({} images); this check would use {} and {} ({}). Pass the --train / --test / --max-images / --validation-size the reference used",
             args.reference.display(),
@@ -121,7 +123,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
             test_idx.len()
         );
     }
-    let deployed = measure(&args.data, &reference.settings)?;
+    let deployed = measure(&args.data, opened, &reference.settings)?;
     let rows = check::compare(&reference.measures, &deployed.measures, args.max_drop);
     anyhow::ensure!(!rows.is_empty(), "the reference {} and this run share no measure", args.reference.display());
     let table = check::table(&rows);
