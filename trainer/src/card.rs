@@ -9,6 +9,7 @@ use crate::config::TrainConfig;
 use crate::eval::Report;
 use crate::eval::check::Row;
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -17,22 +18,102 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{}: unexpected content", path.display()))
 }
 
-/// Training time and throughput from a run's `metrics.jsonl`: (steps, epochs, mean img/s).
-fn training(run: &Path) -> anyhow::Result<(u64, u64, f64)> {
+/// What a run's `metrics.jsonl` says: steps, complete epochs, mean img/s over the step lines, and
+/// per epoch (the last line written for it: a resumed run may repeat one) loss, local and prior terms.
+struct Training {
+    steps: u64,
+    epochs: u64,
+    rate: f64,
+    per_epoch: BTreeMap<u64, [f64; 3]>,
+}
+
+fn training(run: &Path) -> anyhow::Result<Training> {
     let path = run.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (mut steps, mut epochs, mut rate, mut n) = (0u64, 0u64, 0f64, 0f64);
+    let mut t = Training { steps: 0, epochs: 0, rate: 0.0, per_epoch: BTreeMap::new() };
+    let mut n = 0f64;
     for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
         if let Some(s) = v.get("step").and_then(|s| s.as_u64()) {
-            steps = steps.max(s);
-            rate += v["img_per_s"].as_f64().unwrap_or(0.0);
+            t.steps = t.steps.max(s);
+            t.rate += v["img_per_s"].as_f64().unwrap_or(0.0);
             n += 1.0;
         }
         if let Some(e) = v.get("epoch_end").and_then(|e| e.as_u64()) {
-            epochs = epochs.max(e);
+            t.epochs = t.epochs.max(e);
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            t.per_epoch.insert(e, [f("loss"), f("local_mi"), f("prior")]);
         }
     }
-    Ok((steps, epochs, rate / n.max(1.0)))
+    t.rate /= n.max(1.0);
+    Ok(t)
+}
+
+/// Earlier evaluations of the same run, `eval/history/epoch-N.json`, in epoch order.
+fn history(dir: &Path) -> anyhow::Result<Vec<(u64, Report)>> {
+    let folder = dir.join("eval/history");
+    let Ok(entries) = std::fs::read_dir(&folder) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let epoch = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("epoch-")?.strip_suffix(".json")?.parse().ok());
+        if let Some(epoch) = epoch {
+            out.push((epoch, read_json(&path)?));
+        }
+    }
+    out.sort_by_key(|(e, _)| *e);
+    Ok(out)
+}
+
+/// The measure flags `trainer eval` needs to reproduce `report` (check reuses them from it).
+fn eval_flags(report: &Report) -> String {
+    let s = &report.settings;
+    format!(
+        "--max-images {} --seeds {} --probe-epochs {} --mine-steps {} --ndm-steps {}",
+        report.train_images.max(report.test_images),
+        s.seeds,
+        s.probe_epochs,
+        s.mine_steps,
+        s.ndm_steps
+    )
+}
+
+fn mean_of(report: &Report, name: &str) -> f64 {
+    report.measures.iter().find(|m| m.name == name).map_or(f64::NAN, |m| m.mean)
+}
+
+/// The history table and `eval/history.png` (probe accuracies by epoch); empty without history.
+fn history_section(dir: &Path, history: &[(u64, Report)]) -> anyhow::Result<String> {
+    let Some((_, first)) = history.first() else { return Ok(String::new()) };
+    const SHOWN: [&str; 6] = ["probe.nonlinear.conv", "probe.nonlinear.fc", "probe.nonlinear.y", "probe.linear.fc", "knn.y", "mine"];
+    let mut s = format!(
+        "## During training (`eval/history/epoch-N.json`)\n\nThe checkpoint of each epoch N measured with `trainer eval {}` (fewer images and probe epochs than above, so lower):\n\n| epoch | {} |\n|---|{}\n",
+        eval_flags(first),
+        SHOWN.join(" | "),
+        "---|".repeat(SHOWN.len())
+    );
+    for (epoch, report) in history {
+        let cells: Vec<String> = SHOWN.iter().map(|n| format!("{:.2}", mean_of(report, n))).collect();
+        s += &format!("| {epoch} | {} |\n", cells.join(" | "));
+    }
+    let curves: Vec<(&str, Vec<Vec<(f64, f64)>>)> =
+        SHOWN[..5].iter().map(|&n| (n, vec![history.iter().map(|(e, r)| (*e as f64, mean_of(r, n))).filter(|p| p.1.is_finite()).collect()])).collect();
+    let series: Vec<(&str, &[Vec<(f64, f64)>])> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    match crate::eval::report::plot(&dir.join("eval/history.png"), "validation accuracy (%) by training epoch", &series) {
+        Ok(()) => s += "\nCurve: `eval/history.png`.\n\n",
+        Err(e) => eprintln!("note: no plot eval/history.png: {e}"),
+    }
+    Ok(s)
+}
+
+/// `training.png`: the loss terms by epoch.
+fn training_plot(dir: &Path, t: &Training) -> bool {
+    let pick = |i: usize| vec![t.per_epoch.iter().map(|(e, v)| (*e as f64, v[i])).collect::<Vec<_>>()];
+    let curves = [("loss", pick(0)), ("local MI term", pick(1)), ("prior term", pick(2))];
+    let series: Vec<(&str, &[Vec<(f64, f64)>])> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    let path = dir.join("training.png");
+    crate::eval::report::plot(&path, "training objective by epoch (metrics.jsonl)", &series)
+        .map_err(|e| eprintln!("note: no plot {}: {e}", path.display()))
+        .is_ok()
 }
 
 fn size(path: &Path) -> String {
@@ -46,7 +127,9 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     let report: Report = read_json(&dir.join("eval/report.json"))?;
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
     let quant: serde_json::Value = read_json(&dir.join("encoder.int8.quantize.json"))?;
-    let (steps, epochs, rate) = training(run)?;
+    let t = training(run)?;
+    let (steps, epochs, rate) = (t.steps, t.epochs, t.rate);
+    let history = history(dir)?;
     let enc = config.encoder();
     let mut s = String::new();
     writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {}\n", config.model, config.data.as_deref().unwrap_or("built-in shapes"))?;
@@ -87,15 +170,44 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     let hours = steps as f64 * config.batch_size as f64 / rate.max(1e-9) / 3600.0;
     writeln!(
         s,
-        "- {steps} steps ({epochs} complete epochs) on {hardware}: mean {rate:.0} img/s, so ≈ {hours:.1} h of training (steps × batch ÷ mean rate); full config in `config.json`\n"
+        "- {steps} steps ({epochs} complete epochs) on {hardware}: mean {rate:.0} img/s, so ≈ {hours:.1} h of training (steps × batch ÷ mean rate); full config in `config.json`"
     )?;
+    if let (Some((e0, v0)), Some((e1, v1))) = (t.per_epoch.first_key_value(), t.per_epoch.last_key_value()) {
+        writeln!(
+            s,
+            "- loss {:.4} after epoch {e0}, {:.4} after epoch {e1}{}",
+            v0[0],
+            v1[0],
+            if training_plot(dir, &t) { " (curves: `training.png`)" } else { "" }
+        )?;
+    }
+    writeln!(s)?;
     writeln!(s, "## Measures (f32, `eval/report.json`)\n")?;
     writeln!(s, "{}", crate::eval::report::measures(&report))?;
     writeln!(s, "Curves: `eval/report.probes.png`, `eval/report.estimators.png`.\n")?;
+    writeln!(s, "{}", history_section(dir, &history)?)?;
     writeln!(s, "## int8 through the runtime (`trainer check`, `check/check.json`)\n\n{}", crate::eval::check::table(&rows))?;
+    let quick: Option<Report> = dir.join("eval/quick.json").exists().then(|| read_json(&dir.join("eval/quick.json"))).transpose()?;
+    if let Some(q) = &quick {
+        writeln!(
+            s,
+            "`eval/quick.json` holds the f32 measures at quick settings (`{}`): `scripts/demo` checks the int8 encoder against it in about a minute.\n",
+            eval_flags(q)
+        )?;
+    }
+    let data = "<CIFAR-10 train folder>";
+    let max_drop = rows.iter().find(|r| r.unit == "%").map_or(1.0, |r| r.tolerance);
     writeln!(s, "## Reproduce\n\n```sh")?;
-    writeln!(s, "trainer fit --config models/{name}/config.json --data <CIFAR-10 train folder> --out runs/{name}")?;
-    writeln!(s, "scripts/ship-model {name} runs/{name} <CIFAR-10 train folder>\n```")?;
+    writeln!(s, "trainer fit --config models/{name}/config.json --data {data} --out runs/{name}   # --resume continues after a stop")?;
+    writeln!(s, "trainer export --checkpoint runs/{name} --out models/{name}/encoder.onnx")?;
+    writeln!(s, "trainer quantize --model models/{name}/encoder.onnx --calib {data} --out models/{name}/encoder.int8.onnx --blob models/{name}/encoder.blob")?;
+    writeln!(s, "trainer eval --model runs/{name} --train {data} {} --out models/{name}/eval/report.json", eval_flags(&report))?;
+    writeln!(
+        s,
+        "trainer check --model models/{name}/encoder.int8.onnx --train {data} {} --reference models/{name}/eval/report.json --max-drop {max_drop} --out models/{name}/check/check.json",
+        eval_flags(&report).split(" --seeds").next().unwrap_or_default()
+    )?;
+    writeln!(s, "```\n\n`scripts/ship-model {name} runs/{name} {data}` runs these after `fit` and writes this card.")?;
     let out = dir.join("README.md");
     crate::checkpoint::write_atomic(&out, s.as_bytes())?;
     Ok(out)

@@ -65,7 +65,7 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    ok(&[&["fit", "--data", "builtin:shapes:800", "--max-steps", "60", "--out", &p("run")][..], QUICK, &data].concat());
+    ok(&[&["fit", "--data", "builtin:shapes:400", "--max-steps", "60", "--out", &p("run")][..], QUICK, &data].concat());
     ok(&["export", "--checkpoint", &p("run"), "--out", &p("encoder.onnx")]);
     ok(&[&["quantize", "--model", &p("encoder.onnx"), "--calib", "builtin:shapes:800", "--calib-images", "128", "--out", &p("encoder.int8.onnx")][..], &data]
         .concat());
@@ -105,14 +105,30 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
 
     // The model card, written from those files (the folder layout `scripts/ship-model` makes).
     let d = dir.path();
-    for (from, to) in [("run/config.json", "config.json"), ("ref/report.json", "eval/report.json"), ("check.json", "check/check.json")] {
+    let files = [
+        ("run/config.json", "config.json"),
+        ("ref/report.json", "eval/report.json"),
+        ("check.json", "check/check.json"),
+        ("ref/report.json", "eval/quick.json"),
+        ("ref/report.json", "eval/history/epoch-3.json"),
+        ("inflated.json", "eval/history/epoch-12.json"),
+    ];
+    for (from, to) in files {
         std::fs::create_dir_all(d.join(to).parent().unwrap()).unwrap();
         std::fs::copy(d.join(from), d.join(to)).unwrap();
     }
     ok(&["card", d.to_str().unwrap(), "--run", &p("run"), "--data", "builtin:shapes:800"]);
     let card = std::fs::read_to_string(d.join("README.md")).unwrap();
     let knn = measures.iter().find(|m| m["name"] == "knn.y").unwrap()["mean"].as_f64().unwrap();
-    assert!(card.contains(&format!("| knn.y | {knn:.2} % |")) && card.contains("60 steps") && card.contains("| result |"), "{card}");
+    assert!(card.contains(&format!("| knn.y | {knn:.2} % |")) && card.contains("60 steps (2 complete epochs)") && card.contains("| result |"), "{card}");
+    // History rows in epoch order (12 after 3, though "12" sorts first as text), the inflated kNN in the second.
+    let (row3, row12) = (card.find("\n| 3 | ").expect(&card), card.find("\n| 12 | ").expect(&card));
+    assert!(row3 < row12 && card[row12 + 1..].lines().next().unwrap().contains(&format!("{:.2}", knn + 8.0)), "{card}");
+    let flags = "--max-images 600 --seeds 2 --probe-epochs 3 --mine-steps 150 --ndm-steps 150";
+    assert!(card.contains("trainer eval --model runs/") && card.contains(flags) && card.contains("--max-drop 3"), "{card}");
+    for f in ["training.png", "eval/history.png"] {
+        assert!(d.join(f).metadata().unwrap().len() > 1000, "{f} missing or empty");
+    }
     let golden: Vec<f32> = std::fs::read_to_string(d.join("golden.y.txt")).unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
     assert_eq!(golden.len(), 64);
     assert_eq!(std::fs::read(d.join("golden.rgb")).unwrap().len(), 3072);

@@ -46,7 +46,7 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     ];
     for (suffix, title, pick) in groups {
         let path = out.with_extension(format!("{suffix}.png"));
-        let series: Vec<&Measure> = report.measures.iter().filter(|m| pick(m)).collect();
+        let series: Vec<(&str, &[Vec<(f64, f64)>])> = report.measures.iter().filter(|m| pick(m)).map(|m| (m.name.as_str(), m.curves.as_slice())).collect();
         match plot(&path, title, &series) {
             Ok(()) => written.push(path),
             Err(e) => eprintln!("note: no plot {}: {e}", path.display()),
@@ -68,8 +68,10 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-fn plot(path: &Path, title: &str, series: &[&Measure]) -> anyhow::Result<()> {
-    let points: Vec<&(f64, f64)> = series.iter().flat_map(|m| m.curves.iter().flatten()).collect();
+/// Draws line charts: each series is a name and one or more curves of (x, y) points (one per
+/// seed, say), drawn in one colour under one legend entry.
+pub fn plot(path: &Path, title: &str, series: &[(&str, &[Vec<(f64, f64)>])]) -> anyhow::Result<()> {
+    let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, curves)| curves.iter().flatten()).collect();
     anyhow::ensure!(!points.is_empty(), "no curves");
     register_font()?;
     let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
@@ -85,12 +87,12 @@ fn plot(path: &Path, title: &str, series: &[&Measure]) -> anyhow::Result<()> {
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart.configure_mesh().draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    for (i, m) in series.iter().enumerate() {
+    for (i, &(name, curves)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        for (s, curve) in m.curves.iter().enumerate() {
+        for (s, curve) in curves.iter().enumerate() {
             let drawn = chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             if s == 0 {
-                drawn.label(m.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
         }
     }
