@@ -22,7 +22,8 @@ pub struct DataArgs {
     pub validation_size: usize,
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
-    /// Use at most this many images of each split (quick checks).
+    /// Use at most this many images of each split (quick checks). `check` defaults to the
+    /// reference's count.
     #[arg(long)]
     pub max_images: Option<usize>,
 }
@@ -109,7 +110,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
         )
     })?;
     // The same images, or the comparison means nothing: check before the long part.
-    let opened = splits(&args.data)?;
+    let mut data = args.data.clone();
+    data.max_images = data.max_images.or(Some(reference.train_images.max(reference.test_images)));
+    let opened = splits(&data)?;
     let (_, train_idx, _, test_idx, test_desc) = &opened;
     if (train_idx.len(), test_idx.len(), test_desc) != (reference.train_images, reference.test_images, &reference.test) {
         anyhow::bail!(
@@ -123,7 +126,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
             test_idx.len()
         );
     }
-    let deployed = measure(&args.data, opened, &reference.settings)?;
+    let deployed = measure(&data, opened, &reference.settings)?;
     let rows = check::compare(&reference.measures, &deployed.measures, args.max_drop);
     anyhow::ensure!(!rows.is_empty(), "the reference {} and this run share no measure", args.reference.display());
     let table = check::table(&rows);
