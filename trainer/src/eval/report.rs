@@ -94,6 +94,10 @@ pub fn plot(path: &Path, title: &str, series: &[(&str, &[Vec<(f64, f64)>])]) -> 
             if s == 0 {
                 drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
+            // A few points (accuracy by training epoch) are measurements, not a sampled curve: mark them.
+            if curve.len() <= 12 {
+                chart.draw_series(curve.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
         }
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
