@@ -67,8 +67,25 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     };
     ok(&[&["fit", "--data", "builtin:shapes:400", "--max-steps", "60", "--out", &p("run")][..], QUICK, &data].concat());
     ok(&["export", "--checkpoint", &p("run"), "--out", &p("encoder.onnx")]);
-    ok(&[&["quantize", "--model", &p("encoder.onnx"), "--calib", "builtin:shapes:800", "--calib-images", "128", "--out", &p("encoder.int8.onnx")][..], &data]
-        .concat());
+    ok(&[
+        &[
+            "quantize",
+            "--model",
+            &p("encoder.onnx"),
+            "--calib",
+            "builtin:shapes:800",
+            "--calib-images",
+            "128",
+            "--out",
+            &p("encoder.int8.onnx"),
+            "--blob",
+            &p("new/encoder.blob"),
+        ][..],
+        &data,
+    ]
+    .concat());
+    // The blob's folder did not exist: written files create theirs.
+    assert!(dir.path().join("new/encoder.blob").metadata().unwrap().len() > 1000);
     let measure = ["--train", "builtin:shapes:800", "--validation-size", "200"];
     let quick = ["--seeds", "2", "--probe-epochs", "3", "--mine-steps", "150", "--ndm-steps", "150"];
     let table = ok(&[&["eval", "--model", &p("encoder.onnx"), "--out", &p("ref/report.json")][..], &measure, &quick].concat());
