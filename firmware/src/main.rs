@@ -1,5 +1,5 @@
-//! The firmware image. In QEMU (`mps2-an386`, the CI target) it embeds the golden image that
-//! ships with the runtime's tests and prints the line over semihosting; on a board the same
+//! The firmware image. In QEMU (`mps2-an386`, the CI target) it embeds the golden image of the
+//! shipped `models/tiny` and prints the line over semihosting; on a board the same
 //! code takes its frame from `dim_firmware::camera` and prints to a UART.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -11,10 +11,10 @@ mod firmware {
     use dim_runtime::engine::Model;
     use panic_semihosting as _;
 
-    /// The `tiny` encoder and one image; `tests/tests/firmware.rs` compares the printed line
-    /// with tract's output for the same pair.
-    static BLOB: &[u8] = include_bytes!("../../runtime/tests/data/tiny.blob");
-    static GOLDEN: &[u8; 3072] = include_bytes!("../../runtime/tests/data/golden.rgb");
+    /// The shipped `models/tiny` encoder and its golden image; `tests/tests/firmware.rs`
+    /// compares the printed line with tract's output for the same pair.
+    static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
+    static GOLDEN: &[u8; 3072] = include_bytes!("../../models/tiny/golden.rgb");
     /// Arena for the engine, on the stack (tiny needs 12,288 bytes; `run` checks the size).
     const ARENA: usize = 16 * 1024;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tiny").join(name)
 }
 
 /// A target folder of its own: the `cargo test` that runs this holds the lock on the outer one.
@@ -55,8 +55,8 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     let rgb: [u8; 3072] = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
     let mut input = vec![0f32; 3072];
     dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
-    let y = dim_runtime::Encoder::from_path(data("tiny.int8.onnx")).unwrap().embed_preprocessed(&input).unwrap();
-    let blob = std::fs::read(data("tiny.blob")).unwrap();
+    let y = dim_runtime::Encoder::from_path(data("encoder.int8.onnx")).unwrap().embed_preprocessed(&input).unwrap();
+    let blob = std::fs::read(data("encoder.blob")).unwrap();
     let model = dim_runtime::engine::Model::parse(&blob).unwrap();
     let mut want = vec![0i8; y.len()];
     model.quantize_output(&y, &mut want);
