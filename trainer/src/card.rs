@@ -8,6 +8,7 @@
 use crate::config::TrainConfig;
 use crate::eval::Report;
 use crate::eval::check::Row;
+use crate::eval::report::{Curve, Series};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -95,9 +96,9 @@ fn history_section(dir: &Path, history: &[(u64, Report)]) -> anyhow::Result<Stri
         let cells: Vec<String> = SHOWN.iter().map(|n| format!("{:.2}", mean_of(report, n))).collect();
         s += &format!("| {epoch} | {} |\n", cells.join(" | "));
     }
-    let curves: Vec<(&str, Vec<Vec<(f64, f64)>>)> =
+    let curves: Vec<(&str, Vec<Curve>)> =
         SHOWN[..5].iter().map(|&n| (n, vec![history.iter().map(|(e, r)| (*e as f64, mean_of(r, n))).filter(|p| p.1.is_finite()).collect()])).collect();
-    let series: Vec<(&str, &[Vec<(f64, f64)>])> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    let series: Vec<Series> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     match crate::eval::report::plot(&dir.join("eval/history.png"), "validation accuracy (%) by training epoch", &series) {
         Ok(()) => s += "\nCurve: `eval/history.png`.\n\n",
         Err(e) => eprintln!("note: no plot eval/history.png: {e}"),
@@ -109,7 +110,7 @@ fn history_section(dir: &Path, history: &[(u64, Report)]) -> anyhow::Result<Stri
 fn training_plot(dir: &Path, t: &Training) -> bool {
     let pick = |i: usize| vec![t.per_epoch.iter().map(|(e, v)| (*e as f64, v[i])).collect::<Vec<_>>()];
     let curves = [("loss", pick(0)), ("local MI term", pick(1)), ("prior term", pick(2))];
-    let series: Vec<(&str, &[Vec<(f64, f64)>])> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    let series: Vec<Series> = curves.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     let path = dir.join("training.png");
     crate::eval::report::plot(&path, "training objective by epoch (metrics.jsonl)", &series)
         .map_err(|e| eprintln!("note: no plot {}: {e}", path.display()))

@@ -5,6 +5,11 @@ use anyhow::Context;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// A line of (x, y) points.
+pub type Curve = Vec<(f64, f64)>;
+/// A legend entry and its curves (one per seed, say), drawn in one colour.
+pub type Series<'a> = (&'a str, &'a [Curve]);
+
 /// The Markdown of `report`: a title, then [`measures`].
 pub fn markdown(report: &Report) -> String {
     format!("# Evaluation of `{}`\n\n{}", report.model, measures(report))
@@ -46,7 +51,7 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     ];
     for (suffix, title, pick) in groups {
         let path = out.with_extension(format!("{suffix}.png"));
-        let series: Vec<(&str, &[Vec<(f64, f64)>])> = report.measures.iter().filter(|m| pick(m)).map(|m| (m.name.as_str(), m.curves.as_slice())).collect();
+        let series: Vec<Series> = report.measures.iter().filter(|m| pick(m)).map(|m| (m.name.as_str(), m.curves.as_slice())).collect();
         match plot(&path, title, &series) {
             Ok(()) => written.push(path),
             Err(e) => eprintln!("note: no plot {}: {e}", path.display()),
@@ -70,7 +75,7 @@ fn register_font() -> anyhow::Result<()> {
 
 /// Draws line charts: each series is a name and one or more curves of (x, y) points (one per
 /// seed, say), drawn in one colour under one legend entry.
-pub fn plot(path: &Path, title: &str, series: &[(&str, &[Vec<(f64, f64)>])]) -> anyhow::Result<()> {
+pub fn plot(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, curves)| curves.iter().flatten()).collect();
     anyhow::ensure!(!points.is_empty(), "no curves");
     register_font()?;
