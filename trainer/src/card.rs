@@ -65,17 +65,15 @@ fn history(dir: &Path) -> anyhow::Result<Vec<(u64, Report)>> {
     Ok(out)
 }
 
-/// The measure flags `trainer eval` needs to reproduce `report` (check reuses them from it).
+/// The image flags that select `report`'s train and test images (`eval` and `check` alike).
+fn image_flags(report: &Report) -> String {
+    format!("--max-images {}", report.train_images.max(report.test_images))
+}
+
+/// The flags `trainer eval` needs to reproduce `report` (check reuses its settings from it).
 fn eval_flags(report: &Report) -> String {
     let s = &report.settings;
-    format!(
-        "--max-images {} --seeds {} --probe-epochs {} --mine-steps {} --ndm-steps {}",
-        report.train_images.max(report.test_images),
-        s.seeds,
-        s.probe_epochs,
-        s.mine_steps,
-        s.ndm_steps
-    )
+    format!("{} --seeds {} --probe-epochs {} --mine-steps {} --ndm-steps {}", image_flags(report), s.seeds, s.probe_epochs, s.mine_steps, s.ndm_steps)
 }
 
 fn mean_of(report: &Report, name: &str) -> f64 {
@@ -129,7 +127,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
     let quant: serde_json::Value = read_json(&dir.join("encoder.int8.quantize.json"))?;
     let t = training(run)?;
-    let (steps, epochs, rate) = (t.steps, t.epochs, t.rate);
+    let Training { steps, epochs, rate, .. } = t;
     let history = history(dir)?;
     let enc = config.encoder();
     let mut s = String::new();
@@ -206,7 +204,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     writeln!(
         s,
         "trainer check --model models/{name}/encoder.int8.onnx --train {data} {} --reference models/{name}/eval/report.json --max-drop {max_drop} --out models/{name}/check/check.json",
-        eval_flags(&report).split(" --seeds").next().unwrap_or_default()
+        image_flags(&report)
     )?;
     writeln!(s, "```\n\n`scripts/ship-model {name} runs/{name} {data}` runs these after `fit` and writes this card.")?;
     let out = dir.join("README.md");

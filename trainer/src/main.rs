@@ -247,8 +247,7 @@ fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
 fn write_beside(path: &std::path::Path, bytes: &[u8], config: &TrainConfig) -> anyhow::Result<()> {
     use burn::config::Config;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    dim_trainer::checkpoint::write_atomic(path, bytes)?;
+    dim_trainer::checkpoint::write_atomic(path, bytes)?; // creates `dir`
     config.save(dir.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("config.json").display()))?;
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! Writing an evaluation: JSON (the reference `check` reads), a Markdown table, PNG curves.
 
 use super::{Measure, Report};
-use anyhow::Context;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -38,9 +37,6 @@ pub fn measures(report: &Report) -> String {
 /// Writes `out` (JSON), `out` with `.md`, and the curve plots `*.probes.png`, `*.estimators.png`.
 /// Returns the paths written.
 pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     let mut written = vec![out.to_path_buf(), out.with_extension("md")];
     crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(report)?.as_bytes())?;
     crate::checkpoint::write_atomic(&written[1], markdown(report).as_bytes())?;
