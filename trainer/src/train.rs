@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{self, Progress, TrainState};
 use crate::config::{BackendKind, TrainConfig};
-use crate::data::{self, Batch, ImageSource, Loader, LoaderConfig, Shapes};
+use crate::data::{self, Batch, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use crate::eval::knn;
 use crate::model::{DimModel, PriorDiscriminator};
 use crate::objective::{self, estimate};
@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Set by Ctrl-C; the loop checkpoints and stops at the next step.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -70,7 +71,9 @@ pub fn open_data(config: &TrainConfig) -> anyhow::Result<SplitData> {
         None => Arc::new(Shapes::new(config.synthetic_images, config.seed)),
     };
     let (train, val) = data::split(source.len(), config.validation_size, config.seed);
-    Ok((source, train, val))
+    // Every epoch reads every training image again: decode each once (issue 11: the loader must
+    // keep up with the step; CIFAR-10 is 150 MB decoded).
+    Ok((Arc::new(Cached::new(source)), train, val))
 }
 
 /// Fresh model, discriminator and optimisers for `config` (seeded initialisation).
@@ -85,39 +88,86 @@ pub fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
     }
 }
 
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone().into_scalar::<f32>() as f64
+/// Wall time per named phase of a step, summed over steps (`trainer bench --breakdown`).
+///
+/// The CPU backend runs each operation when it is called, so the time between two marks is the
+/// time of the operations in between. On a GPU backend operations are queued, and only the
+/// totals are meaningful.
+#[derive(Debug, Default)]
+pub struct Phases {
+    last: Option<Instant>,
+    /// `(phase, total time)` in the order phases first ran.
+    pub totals: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    /// Starts the clock of the next phase.
+    pub fn start(&mut self) {
+        self.last = Some(Instant::now());
+    }
+    /// Ends phase `name` (begun at the previous mark) and starts the next one.
+    fn mark(&mut self, name: &'static str) {
+        let Some(last) = self.last else { return };
+        let now = Instant::now();
+        match self.totals.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += now - last,
+            None => self.totals.push((name, now - last)),
+        }
+        self.last = Some(now);
+    }
+}
+
+/// Reads the step's loss terms to the host in one transfer (one sync per step).
+fn losses_to_host(terms: Vec<Tensor<1>>) -> Vec<f64> {
+    Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).collect()
 }
 
 /// One optimiser step on `batch`.
 pub fn step(config: &TrainConfig, state: TrainState, batch: &Batch, step: usize, device: &Device) -> anyhow::Result<(TrainState, StepLosses)> {
+    step_timed(config, state, batch, step, device, &mut Phases::default())
+}
+
+/// [`step`], recording the time of each phase in `phases` (nothing when it was not started).
+pub fn step_timed(
+    config: &TrainConfig,
+    state: TrainState,
+    batch: &Batch,
+    step: usize,
+    device: &Device,
+    phases: &mut Phases,
+) -> anyhow::Result<(TrainState, StepLosses)> {
     let TrainState { model, mut optim, disc, mut disc_optim } = state;
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), [batch.len(), 3, 32, 32]), device);
+    phases.mark("host → tensor copy");
     let out = model.encoder.forward(x);
-    let mut l = StepLosses::default();
-    let mut loss = Tensor::<1>::zeros([1], device);
+    phases.mark("encoder forward");
+    let zero = || Tensor::<1>::zeros([1], device);
+    let (mut local_mi, mut global_mi, mut prior_term) = (zero(), zero(), zero());
+    let mut loss = zero();
     if let Some(critic) = &model.local {
-        let mi = estimate(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
-        l.local_mi = scalar(&mi);
-        loss = loss - mi * config.beta;
+        let scores = critic.scores(out.local.clone(), out.y.clone());
+        phases.mark("local critic forward");
+        local_mi = estimate(&scores, config.estimator);
+        loss = loss - local_mi.clone() * config.beta;
+        phases.mark("estimator");
     }
     if let Some(critic) = &model.global {
-        let mi = estimate(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
-        l.global_mi = scalar(&mi);
-        loss = loss - mi * config.alpha;
+        global_mi = estimate(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
+        loss = loss - global_mi.clone() * config.alpha;
+        phases.mark("global critic + estimator");
     }
     let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let disc_loss = disc.as_ref().map(|d| {
-        let prior = objective::prior_encoder_loss(d, out.y.clone());
-        l.prior = scalar(&prior);
-        loss = loss.clone() + prior * config.gamma;
+        prior_term = objective::prior_encoder_loss(d, out.y.clone());
+        loss = loss.clone() + prior_term.clone() * config.gamma;
         let real = objective::prior_samples(config.prior, batch.len(), out.y.dims()[1], &mut rng, device);
         objective::prior_discriminator_loss(d, real, out.y.clone(), config.gradient_penalty, &mut rng)
     });
-    l.loss = scalar(&loss);
-    if let Some(dl) = &disc_loss {
-        l.disc = scalar(dl);
-    }
+    phases.mark("prior term + discriminator forward");
+    let disc_value = disc_loss.clone().unwrap_or_else(zero);
+    let v = losses_to_host(vec![loss.clone().detach(), local_mi.detach(), global_mi.detach(), prior_term.detach(), disc_value.detach()]);
+    let l = StepLosses { loss: v[0], local_mi: v[1], global_mi: v[2], prior: v[3], disc: v[4] };
+    phases.mark("losses → host (one sync)");
     if !l.loss.is_finite() || !l.disc.is_finite() {
         bail!(
             "the loss became {} at step {step} (terms: {l:?}); the model was not updated. Lower --learning-rate or the critic width, or check the data",
@@ -125,15 +175,34 @@ pub fn step(config: &TrainConfig, state: TrainState, batch: &Batch, step: usize,
         );
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
+    phases.mark("backward (DIM loss)");
     let model = optim.step(config.learning_rate, model, grads);
+    phases.mark("Adam (encoder + critics)");
     let disc = match (disc, disc_loss) {
         (Some(d), Some(dl)) => {
             let grads = GradientsParams::from_grads(dl.backward(), &d);
-            Some(disc_optim.step(config.learning_rate, d, grads))
+            phases.mark("backward (discriminator)");
+            let d = disc_optim.step(config.learning_rate, d, grads);
+            phases.mark("Adam (discriminator)");
+            Some(d)
         }
         (d, _) => d,
     };
     Ok((TrainState { model, optim, disc, disc_optim }, l))
+}
+
+/// The loader `fit` trains from: shuffled, seeded, whole batches, the configured augmentation.
+pub fn train_loader(config: &TrainConfig, source: Arc<dyn ImageSource>, train_idx: Vec<usize>) -> Loader {
+    let cfg = LoaderConfig {
+        batch_size: config.batch_size,
+        shuffle: true,
+        drop_last: true,
+        augment: config.augment,
+        skip_bad: config.skip_bad,
+        prefetch: 4,
+        seed: config.seed,
+    };
+    Loader::new(source, train_idx, cfg)
 }
 
 struct Metrics(std::fs::File);
@@ -183,19 +252,7 @@ pub fn fit(mut config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
         progress = checkpoint::load_progress(ck)?;
         eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
     }
-    let loader = Loader::new(
-        source.clone(),
-        train_idx.clone(),
-        LoaderConfig {
-            batch_size: config.batch_size,
-            shuffle: true,
-            drop_last: true,
-            augment: config.augment,
-            skip_bad: config.skip_bad,
-            prefetch: 4,
-            seed: config.seed,
-        },
-    );
+    let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
         bail!("{} training images make no batch of {}; lower --batch-size", train_idx.len(), config.batch_size);

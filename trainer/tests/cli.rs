@@ -54,7 +54,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
 }
 
 /// fit → export → quantize → eval (f32 reference) → check (int8) passes; a reference that
-/// claims more than the model delivers makes `check` exit 1 and name the measure.
+/// claims more than the model delivers makes `check` exit 2 (not 1, an error) and name the measure.
 #[test]
 fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +117,7 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     std::fs::write(p("inflated.json"), inflated.to_string()).unwrap();
     let out = check(&p("inflated.json"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(out.status.code(), Some(2), "a regression found exits 2: {text}");
     assert!(text.contains("FAILED: knn.y"), "{text}");
 
     // The model card, written from those files (the folder layout `scripts/ship-model` makes).

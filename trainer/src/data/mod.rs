@@ -4,15 +4,17 @@
 //! label. Sources are indexed, so the loader can decode any subset in any order on worker threads
 //! while the backend trains on the previous batch.
 
+mod cache;
 mod cifar_bin;
 pub mod fetch;
-mod folder;
+pub(crate) mod folder;
 mod idx;
 mod loader;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
 
+pub use cache::Cached;
 pub use cifar_bin::CifarBinary;
 pub use folder::{ImageFolder, decode_bytes, decode_file};
 pub use idx::Idx;

@@ -32,7 +32,7 @@ pub struct Settings {
     pub mine_steps: usize,
     pub ndm_steps: usize,
     pub knn_k: usize,
-    /// Train images used as the kNN bank (the first ones).
+    /// Train images used as the kNN bank (the first ones of the train split's seeded shuffle).
     pub knn_bank: usize,
 }
 
@@ -182,7 +182,13 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
 pub type Splits = (Arc<dyn ImageSource>, Vec<usize>, Arc<dyn ImageSource>, Vec<usize>, String);
 
 /// Where `eval` / `check` read their images: `test` when given, else the validation split of
-/// `train` (the seeded split `fit` uses). Both capped at `max_images`.
+/// `train` (the seeded split `fit` uses).
+///
+/// Every subset is a prefix of a seeded shuffle, in both branches: `--max-images` keeps the
+/// first N of each split's shuffle and the kNN bank is the first `knn_bank` train images, so a
+/// folder ordered by class (`<class>/*.jpg` is read class by class) gives random subsets, never
+/// whole classes. A test folder must have the train folder's classes, in the same order: labels
+/// are class positions.
 pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, seed: u64, max_images: Option<usize>) -> anyhow::Result<Splits> {
     let cap = |mut v: Vec<usize>| {
         v.truncate(max_images.unwrap_or(usize::MAX));
@@ -192,13 +198,69 @@ pub fn open_splits(train: &Path, test: Option<&Path>, validation_size: usize, se
     match test {
         Some(t) if t != train => {
             let test_src: Arc<dyn ImageSource> = Arc::from(data::open(t)?);
-            let (a, b) = (cap((0..source.len()).collect()), cap((0..test_src.len()).collect()));
-            Ok((source, a, test_src, b, t.display().to_string()))
+            anyhow::ensure!(
+                test_src.classes() == source.classes(),
+                "the test data {} has classes [{}] but the train data {} has [{}]; labels would not match: use folders with the same class names",
+                t.display(),
+                test_src.classes().join(", "),
+                train.display(),
+                source.classes().join(", ")
+            );
+            let (a, b) = (cap(shuffled(source.len(), seed)), cap(shuffled(test_src.len(), seed)));
+            Ok((source, a, test_src, b, format!("{} (test data: seed-{seed} shuffle)", t.display())))
         }
         _ => {
             let (a, b) = data::split(source.len(), validation_size, seed);
             let desc = format!("{} (validation split: last {validation_size} of the seed-{seed} shuffle)", train.display());
             Ok((source.clone(), cap(a), source, cap(b), desc))
         }
+    }
+}
+
+/// `0..n` in the order of a seeded shuffle (the same shuffle [`data::split`] draws).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    use rand::{SeedableRng, seq::SliceRandom};
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::folder::tests::write_folder;
+
+    fn classes_in(source: &dyn ImageSource, idx: &[usize]) -> std::collections::BTreeSet<usize> {
+        idx.iter().map(|&i| source.label(i)).collect()
+    }
+
+    /// Issue 13: with a test folder, `--max-images` and the kNN bank took the first images in
+    /// folder order — whole classes. Every prefix must now be a seeded random sample.
+    #[test]
+    fn subsets_of_folders_ordered_by_class_hold_every_class() {
+        let (train, test) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_folder(train.path(), 10);
+        write_folder(test.path(), 10);
+        let (tr_src, tr, te_src, te, desc) = open_splits(train.path(), Some(test.path()), 5000, 0, Some(6)).unwrap();
+        assert_eq!((tr.len(), te.len()), (6, 6));
+        assert_eq!(classes_in(&*tr_src, &tr).len(), 2, "train subset {tr:?}");
+        assert_eq!(classes_in(&*te_src, &te).len(), 2, "test subset {te:?}");
+        assert!(desc.contains("seed-0 shuffle"), "{desc}");
+        // The kNN bank (a prefix of the train indices) too, and the draw is seeded.
+        let (_, all, ..) = open_splits(train.path(), Some(test.path()), 5000, 0, None).unwrap();
+        assert_eq!(classes_in(&*tr_src, &all[..4]).len(), 2, "bank {:?}", &all[..4]);
+        assert_eq!(all[..6], tr[..], "the cap keeps a prefix of the same shuffle");
+        let (_, other, ..) = open_splits(train.path(), Some(test.path()), 5000, 1, None).unwrap();
+        assert_ne!(other, all, "another seed draws another order");
+    }
+
+    #[test]
+    fn a_test_folder_with_other_classes_is_refused() {
+        let (train, test) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_folder(train.path(), 2);
+        write_folder(test.path(), 2);
+        std::fs::rename(test.path().join("dogs"), test.path().join("wolves")).unwrap();
+        let err = open_splits(train.path(), Some(test.path()), 5000, 0, None).err().unwrap().to_string();
+        assert!(err.contains("wolves") && err.contains("dogs"), "{err}");
     }
 }

@@ -66,6 +66,42 @@ impl MiNet {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.block2.forward(relu(self.bn.forward(self.block1.forward(x.clone())))) + self.shortcut.forward(x)
     }
+
+    /// The hidden layer `relu(bn(x·W₁ + b₁))`, with the BatchNorm folded into `W₁`.
+    ///
+    /// BatchNorm is affine per column: `bn(z) = z∘a + (β − μ∘a)` with `a = γ / √(σ² + ε)`. For
+    /// `z = x·W₁ + b₁` its batch statistics follow from the input's, `μ = x̄·W₁ + b₁` and
+    /// `σ² = diag(W₁ᵀ·Σₓ·W₁)` (`Σₓ` the biased covariance of the rows of `x`), so
+    /// `h = relu(x·(W₁∘a) + (b₁ − μ)∘a + β)`. The statistics cost `C×C` and `C×W` products instead
+    /// of passes over the `N×W` activation, and no `N×W` tensor is normalised forward or backward —
+    /// it was most of the critic's time, as `C` (128) is far below `W` (2048). Training mode (an
+    /// autodiff device, the layer not frozen) uses the batch statistics and updates the running
+    /// ones exactly as `BatchNorm::forward` does; otherwise the running statistics are folded.
+    pub fn hidden_folded(&self, x: Tensor<2>) -> Tensor<2> {
+        let bn = &self.bn;
+        let w1 = self.block1.weight.val(); // [C, W]
+        let width = w1.dims()[1];
+        let b1 = self.block1.bias.as_ref().map_or_else(|| Tensor::zeros([width], &x.device()), |b| b.val());
+        let (mean, var) = if x.device().is_autodiff() && bn.training.is_enabled() {
+            let n = x.dims()[0] as f64;
+            let x_mean = x.clone().mean_dim(0); // [1, C]
+            let centred = x.clone() - x_mean.clone();
+            let cov = centred.clone().transpose().matmul(centred) / n; // [C, C]
+            let var = (cov.matmul(w1.clone()) * w1.clone()).sum_dim(0).reshape([width]);
+            let mean = x_mean.matmul(w1.clone()).reshape([width]) + b1.clone();
+            let m = bn.momentum;
+            let running_mean = bn.running_mean.value_sync().to_device(&x.device());
+            let running_var = bn.running_var.value_sync().to_device(&x.device());
+            bn.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.clone().detach().mul_scalar(m)).detach());
+            bn.running_var.update(running_var.mul_scalar(1.0 - m).add(var.clone().detach().mul_scalar(m)).detach());
+            (mean, var)
+        } else {
+            (bn.running_mean.value().to_device(&x.device()), bn.running_var.value().to_device(&x.device()))
+        };
+        let a = bn.gamma.val() / (var + bn.epsilon).sqrt(); // [W]
+        let shift = (b1 - mean) * a.clone() + bn.beta.val();
+        relu(x.matmul(w1 * a.reshape([1, width])) + shift.reshape([1, width]))
+    }
 }
 
 #[derive(Module, Debug)]
@@ -78,15 +114,45 @@ impl EncodeDotCritic {
     pub fn new(local_channels: usize, y_dim: usize, width: usize, device: &Device) -> Self {
         Self { local: MiNet::new(local_channels, width, device), global: MiNet::new(y_dim, width, device) }
     }
+    /// Scores of every (Y, image location) pair: `s = g · lᵀ`, `g = global(Y)`, `l = local(rows)`.
+    ///
+    /// Computed reassociated. The local net's output is linear in its hidden layer and input,
+    /// `l = h·W₂ + x·Wₛ + (b₂ + bₛ)` with `h = relu(bn(x·W₁ + b₁))`, so
+    /// `s = (g·W₂ᵀ)·hᵀ + (g·Wₛᵀ)·xᵀ + g·(b₂ + bₛ)`: the `W×W` product runs on the `B` rows of
+    /// `g` instead of the `B·M·M` rows of `h` (64× fewer multiply-adds for an 8×8 map), and the
+    /// BatchNorm is folded into `W₁` ([`MiNet::hidden_folded`]). The same function and gradients
+    /// up to rounding ([`Self::scores_direct`] is the literal form; a test compares the two).
     pub fn scores(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
-        let [b, c, h, w] = local.dims();
-        // Rows ordered (image, location): [B·hw, C].
-        let rows = local.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
-        let l = self.local.forward(rows);
+        let [b, _, h, w] = local.dims();
+        let rows = local_rows(local);
+        let g = self.global.forward(y); // [B, W]
+        let net = &self.local;
+        let hidden = net.hidden_folded(rows.clone()); // [B·hw, W]
+        let g_w2 = g.clone().matmul(net.block2.weight.val().transpose()); // [B, W]
+        let g_ws = g.clone().matmul(net.shortcut.weight.val().transpose()); // [B, C]
+        let mut s = g_w2.matmul(hidden.transpose()) + g_ws.matmul(rows.transpose()); // [B, B·hw]
+        let bias = [&net.block2.bias, &net.shortcut.bias].into_iter().flatten().map(|p| p.val()).reduce(|a, b| a + b);
+        if let Some(bias) = bias {
+            let width = bias.dims()[0];
+            s = s + g.matmul(bias.reshape([width, 1])); // [B, 1], broadcast over locations
+        }
+        Scores::from_matrix(s.reshape([b, b, h * w]))
+    }
+
+    /// The literal form of [`Self::scores`]: encode every location to width `W`, then dot.
+    pub fn scores_direct(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
+        let [b, _, h, w] = local.dims();
+        let l = self.local.forward(local_rows(local));
         let g = self.global.forward(y);
         let s = g.matmul(l.transpose()); // [B (Y), B·hw (image, location)]
         Scores::from_matrix(s.reshape([b, b, h * w]))
     }
+}
+
+/// A local map `[B, C, H, W]` as rows ordered (image, location): `[B·H·W, C]`.
+fn local_rows(local: Tensor<4>) -> Tensor<2> {
+    let [b, c, h, w] = local.dims();
+    local.permute([0, 2, 3, 1]).reshape([b * h * w, c])
 }
 
 #[derive(Module, Debug)]
@@ -209,6 +275,99 @@ mod tests {
         let mask: Vec<f32> = sc.neg_mask.unwrap().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(&mask[..6], [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(&mask[6..12], [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Largest difference relative to the largest magnitude of `want`.
+    fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    }
+
+    fn max_abs(v: &[f32]) -> f32 {
+        v.iter().fold(0f32, |m, x| m.max(x.abs()))
+    }
+
+    /// The reassociated encode-and-dot scores (BatchNorm folded) give the loss and every gradient
+    /// of the literal form within 1e-5 (issue 11), for each estimator, with non-zero biases.
+    ///
+    /// Two forms that round differently can put a pre-activation within rounding distance of 0
+    /// on opposite sides of the ReLU; that unit's whole gradient then differs (both are right
+    /// to rounding). The test checks that no pre-activation is that close, so the comparison is
+    /// tight; in training, with ~10⁶ units a step, a few such flips are expected.
+    #[test]
+    fn reassociated_scores_match_the_direct_form() {
+        use crate::objective::{Estimator, estimate};
+        use burn::tensor::Distribution;
+        let d = Device::flex().autodiff();
+        d.seed(11);
+        let critic = EncodeDotCritic::new(24, 8, 96, &d);
+        // Non-negative features with a mean, as a ReLU map gives.
+        let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d)).require_grad();
+        let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d).require_grad();
+        assert!(values(critic.local.block2.bias.as_ref().unwrap().val()).iter().any(|v| *v != 0.0), "the test needs non-zero biases");
+        let pre = values(critic.local.bn.forward(critic.local.block1.forward(local_rows(local.clone()))));
+        let closest = pre.iter().fold(f32::MAX, |m, v| m.min(v.abs()));
+        assert!(closest > 1e-5, "a pre-activation is {closest:e} from the ReLU's kink: pick another seed");
+        for est in [Estimator::Jsd, Estimator::InfoNce, Estimator::Dv] {
+            let fast = estimate(&critic.scores(local.clone(), y.clone()), est);
+            let direct = estimate(&critic.scores_direct(local.clone(), y.clone()), est);
+            let (lf, ld) = (values(fast.clone()), values(direct.clone()));
+            assert!((lf[0] - ld[0]).abs() <= 1e-5 * ld[0].abs().max(1.0), "{est:?}: loss {lf:?} vs {ld:?}");
+            let (gf, gd) = (fast.backward(), direct.backward());
+            let mut pairs = vec![("local map", local.grad(&gf), local.grad(&gd)), ("y", y.grad(&gf), y.grad(&gd))];
+            for n in [&critic.local, &critic.global] {
+                for (name, lin) in [("block1.weight", &n.block1), ("block2.weight", &n.block2), ("shortcut.weight", &n.shortcut)] {
+                    pairs.push((name, lin.weight.val().grad(&gf), lin.weight.val().grad(&gd)));
+                }
+                for (name, lin) in [("block2.bias", &n.block2), ("shortcut.bias", &n.shortcut)] {
+                    let b = lin.bias.as_ref().unwrap().val();
+                    pairs.push((name, b.grad(&gf), b.grad(&gd)));
+                }
+                pairs.push(("bn.gamma", n.bn.gamma.val().grad(&gf), n.bn.gamma.val().grad(&gd)));
+                pairs.push(("bn.beta", n.bn.beta.val().grad(&gf), n.bn.beta.val().grad(&gd)));
+                // BatchNorm removes any shift of its input: b₁'s gradient is 0 in exact arithmetic.
+                let (w, b) = (n.block1.weight.val(), n.block1.bias.as_ref().unwrap().val());
+                for g in [&gf, &gd] {
+                    let (gw, gb) = (values(w.grad(g).unwrap()), values(b.grad(g).unwrap()));
+                    assert!(max_abs(&gb) <= 1e-5 * max_abs(&gw), "{est:?}: b1 gradient {} vs W1 {}", max_abs(&gb), max_abs(&gw));
+                }
+            }
+            for (name, a, b) in pairs {
+                let r = rel_diff(&values(a.unwrap()), &values(b.unwrap()));
+                assert!(r <= 1e-5, "{est:?}: gradient of {name} differs by {r:e} (relative)");
+            }
+        }
+    }
+
+    /// Folding BatchNorm normalises with the batch statistics and updates the running ones as
+    /// `BatchNorm::forward` does (training), and uses the running ones otherwise.
+    #[test]
+    fn folded_batchnorm_matches_batchnorm() {
+        use burn::tensor::Distribution;
+        let d = Device::flex().autodiff();
+        d.seed(5);
+        let net = MiNet::new(12, 40, &d);
+        let x = Tensor::<2>::random([300, 12], Distribution::Normal(1.0, 2.0), &d);
+        let z = net.block1.forward(x.clone());
+        let mean = z.clone().mean_dim(0);
+        let var = (z.clone() - mean.clone()).powi_scalar(2).mean_dim(0);
+        let bn = &net.bn;
+        let want = relu((z - mean.clone()) / (var.clone() + bn.epsilon).sqrt() * bn.gamma.val().reshape([1, 40]) + bn.beta.val().reshape([1, 40]));
+        assert!(rel_diff(&values(net.hidden_folded(x.clone())), &values(want)) <= 1e-5);
+        let m = bn.momentum as f32;
+        let running_mean: Vec<f32> = values(mean).iter().map(|v| m * v).collect(); // from 0
+        let running_var: Vec<f32> = values(var).iter().map(|v| (1.0 - m) + m * v).collect(); // from 1
+        assert!(rel_diff(&values(bn.running_mean.value()), &running_mean) <= 1e-5);
+        assert!(rel_diff(&values(bn.running_var.value()), &running_var) <= 1e-5);
+        // Off autodiff: the running statistics, as BatchNorm's inference path.
+        let (net, x) = (net.valid(), x.inner());
+        let want = values(relu(net.bn.forward(net.block1.forward(x.clone()))));
+        assert!(rel_diff(&values(net.hidden_folded(x)), &want) <= 1e-5);
     }
 
     #[test]
