@@ -4,6 +4,7 @@
 //! [`objective`] (JSD / InfoNCE / DV estimators, prior matching), [`train`] (the `fit` loop,
 //! [`checkpoint`]s), [`eval`] (probes), [`export`] (ONNX), [`bench`] (throughput).
 
+pub mod adam;
 pub mod bench;
 pub mod card;
 pub mod checkpoint;

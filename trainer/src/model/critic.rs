@@ -304,32 +304,53 @@ mod tests {
         use crate::objective::{Estimator, estimate};
         use burn::tensor::Distribution;
         let d = Device::flex().autodiff();
-        d.seed(11);
-        let critic = EncodeDotCritic::new(24, 8, 96, &d);
-        // Non-negative features with a mean, as a ReLU map gives.
-        let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d)).require_grad();
-        let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d).require_grad();
+        // The first seed from 11 whose pre-activations all keep 1e-5 from the kink.
+        let (critic, local, y) = (11..40)
+            .map(|seed| {
+                d.seed(seed);
+                let critic = EncodeDotCritic::new(24, 8, 96, &d);
+                // Non-negative features with a mean, as a ReLU map gives.
+                let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d));
+                let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d);
+                (critic, local, y)
+            })
+            .find(|(critic, local, _)| {
+                let pre = values(critic.local.bn.forward(critic.local.block1.forward(local_rows(local.clone()))));
+                pre.iter().all(|v| v.abs() > 1e-5)
+            })
+            .expect("a seed with no pre-activation at the kink");
+        let (local, y) = (local.require_grad(), y.require_grad());
         assert!(values(critic.local.block2.bias.as_ref().unwrap().val()).iter().any(|v| *v != 0.0), "the test needs non-zero biases");
-        let pre = values(critic.local.bn.forward(critic.local.block1.forward(local_rows(local.clone()))));
-        let closest = pre.iter().fold(f32::MAX, |m, v| m.min(v.abs()));
-        assert!(closest > 1e-5, "a pre-activation is {closest:e} from the ReLU's kink: pick another seed");
         for est in [Estimator::Jsd, Estimator::InfoNce, Estimator::Dv] {
             let fast = estimate(&critic.scores(local.clone(), y.clone()), est);
             let direct = estimate(&critic.scores_direct(local.clone(), y.clone()), est);
             let (lf, ld) = (values(fast.clone()), values(direct.clone()));
             assert!((lf[0] - ld[0]).abs() <= 1e-5 * ld[0].abs().max(1.0), "{est:?}: loss {lf:?} vs {ld:?}");
             let (gf, gd) = (fast.backward(), direct.backward());
-            let mut pairs = vec![("local map", local.grad(&gf), local.grad(&gd)), ("y", y.grad(&gf), y.grad(&gd))];
+            let mut pairs = vec![
+                ("local map", values(local.grad(&gf).unwrap()), values(local.grad(&gd).unwrap())),
+                ("y", values(y.grad(&gf).unwrap()), values(y.grad(&gd).unwrap())),
+            ];
             for n in [&critic.local, &critic.global] {
                 for (name, lin) in [("block1.weight", &n.block1), ("block2.weight", &n.block2), ("shortcut.weight", &n.shortcut)] {
-                    pairs.push((name, lin.weight.val().grad(&gf), lin.weight.val().grad(&gd)));
+                    let w = lin.weight.val();
+                    pairs.push((name, values(w.grad(&gf).unwrap()), values(w.grad(&gd).unwrap())));
                 }
                 for (name, lin) in [("block2.bias", &n.block2), ("shortcut.bias", &n.shortcut)] {
                     let b = lin.bias.as_ref().unwrap().val();
-                    pairs.push((name, b.grad(&gf), b.grad(&gd)));
+                    let (f, g) = (values(b.grad(&gf).unwrap()), values(b.grad(&gd).unwrap()));
+                    if est == Estimator::InfoNce && std::ptr::eq(n, &critic.local) {
+                        // The local biases add g_j·(b₂ + bₛ) to every score of row j, which
+                        // InfoNCE's per-row softmax ignores: 0 in exact arithmetic.
+                        let w = values(n.block2.weight.val().grad(&gd).unwrap());
+                        assert!(max_abs(&f).max(max_abs(&g)) <= 1e-5 * max_abs(&w), "{name}: {} / {}", max_abs(&f), max_abs(&g));
+                    } else {
+                        pairs.push((name, f, g));
+                    }
                 }
-                pairs.push(("bn.gamma", n.bn.gamma.val().grad(&gf), n.bn.gamma.val().grad(&gd)));
-                pairs.push(("bn.beta", n.bn.beta.val().grad(&gf), n.bn.beta.val().grad(&gd)));
+                let (gamma, beta) = (n.bn.gamma.val(), n.bn.beta.val());
+                pairs.push(("bn.gamma", values(gamma.grad(&gf).unwrap()), values(gamma.grad(&gd).unwrap())));
+                pairs.push(("bn.beta", values(beta.grad(&gf).unwrap()), values(beta.grad(&gd).unwrap())));
                 // BatchNorm removes any shift of its input: b₁'s gradient is 0 in exact arithmetic.
                 let (w, b) = (n.block1.weight.val(), n.block1.bias.as_ref().unwrap().val());
                 for g in [&gf, &gd] {
@@ -338,7 +359,7 @@ mod tests {
                 }
             }
             for (name, a, b) in pairs {
-                let r = rel_diff(&values(a.unwrap()), &values(b.unwrap()));
+                let r = rel_diff(&a, &b);
                 assert!(r <= 1e-5, "{est:?}: gradient of {name} differs by {r:e} (relative)");
             }
         }
@@ -362,8 +383,8 @@ mod tests {
         let m = bn.momentum as f32;
         let running_mean: Vec<f32> = values(mean).iter().map(|v| m * v).collect(); // from 0
         let running_var: Vec<f32> = values(var).iter().map(|v| (1.0 - m) + m * v).collect(); // from 1
-        assert!(rel_diff(&values(bn.running_mean.value()), &running_mean) <= 1e-5);
-        assert!(rel_diff(&values(bn.running_var.value()), &running_var) <= 1e-5);
+        assert!(rel_diff(&values(bn.running_mean.value_sync()), &running_mean) <= 1e-5);
+        assert!(rel_diff(&values(bn.running_var.value_sync()), &running_var) <= 1e-5);
         // Off autodiff: the running statistics, as BatchNorm's inference path.
         let (net, x) = (net.valid(), x.inner());
         let want = values(relu(net.bn.forward(net.block1.forward(x.clone()))));
