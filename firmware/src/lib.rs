@@ -16,7 +16,7 @@ pub const MAX_DIM: usize = 64;
 
 /// Embeds a 32×32 RGB image and writes the int8 embedding into `out` (its first `model.dim()`
 /// values); returns how many were written.
-pub fn embed(model: &Model, rgb: &[u8; dim_runtime::INPUT_LEN], arena: &mut [u8], out: &mut [i8; MAX_DIM]) -> Result<usize, EngineError> {
+pub fn embed(model: &Model, rgb: &dim_runtime::Rgb32, arena: &mut [u8], out: &mut [i8; MAX_DIM]) -> Result<usize, EngineError> {
     let d = model.dim();
     if d > MAX_DIM {
         return Err(EngineError::Output { need: d, got: MAX_DIM });

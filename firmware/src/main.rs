@@ -14,7 +14,7 @@ mod firmware {
     /// The shipped `models/tiny` encoder and its golden image; `tests/tests/firmware.rs`
     /// compares the printed line with tract's output for the same pair.
     static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
-    static GOLDEN: &[u8; 3072] = include_bytes!("../../models/tiny/golden.rgb");
+    static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
     /// Arena for the engine, on the stack (tiny needs 12,288 bytes; `run` checks the size).
     const ARENA: usize = 16 * 1024;
 

@@ -104,7 +104,7 @@ fn rgb565_expansion_spans_the_full_range() {
 #[test]
 fn the_app_prints_the_engines_int8_embedding() {
     let blob = include_bytes!("../../models/tiny/encoder.blob");
-    let rgb: &[u8; 3072] = include_bytes!("../../models/tiny/golden.rgb");
+    let rgb: &dim_runtime::Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
     let model = dim_runtime::engine::Model::parse(blob).unwrap();
     let mut arena = vec![0u8; model.arena_size()];
     let mut q = [0i8; crate::MAX_DIM];

@@ -77,7 +77,7 @@ impl Encoder {
         } else {
             let mut outputs = model.outputs.clone();
             for name in layers {
-                let node = model.node_by_name(name).map_err(|_| Error::Model(format!("the model has no value named `{name}`")))?;
+                let node = model.node_by_name(name).map_err(|_| Error::MissingOutput(name.clone()))?;
                 outputs.push(OutletId::new(node.id, 0));
             }
             let mut with = model.clone();

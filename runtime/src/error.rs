@@ -11,6 +11,10 @@ pub enum Error {
     #[cfg(feature = "std")]
     #[error("invalid model: {0}")]
     Model(std::string::String),
+    /// The model has no value of this name to output (e.g. a probe layer it was exported without).
+    #[cfg(feature = "std")]
+    #[error("invalid model: the model has no value named `{0}`")]
+    MissingOutput(std::string::String),
     /// Inference failed.
     #[cfg(feature = "std")]
     #[error("inference failed: {0}")]

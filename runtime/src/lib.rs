@@ -21,4 +21,4 @@ pub mod preprocess;
 #[cfg(feature = "std")]
 pub use encoder::{Encoder, Image};
 pub use error::Error;
-pub use preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE, PreprocessError};
+pub use preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE, PreprocessError, RGB32_LEN, Rgb32};

@@ -13,6 +13,10 @@ pub const INPUT_SIDE: usize = 32;
 pub const INPUT_CHANNELS: usize = 3;
 /// Number of f32 values in one preprocessed image.
 pub const INPUT_LEN: usize = INPUT_CHANNELS * INPUT_SIDE * INPUT_SIDE;
+/// Bytes of one 32×32 RGB image, HWC (what cameras and decoders give; the engine's input).
+pub const RGB32_LEN: usize = INPUT_SIDE * INPUT_SIDE * 3;
+/// One 32×32 RGB image, HWC, 8 bits a channel.
+pub type Rgb32 = [u8; RGB32_LEN];
 
 /// Why a buffer could not be preprocessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +53,7 @@ pub fn scale_u8(v: u8) -> f32 {
 }
 
 /// Resizes and centre-crops `pixels` (HWC, 1 or 3 channels) to a 32×32 RGB image (HWC, u8).
-pub fn to_rgb32(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [u8; INPUT_SIDE * INPUT_SIDE * 3]) -> Result<(), PreprocessError> {
+pub fn to_rgb32(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut Rgb32) -> Result<(), PreprocessError> {
     if width == 0 || height == 0 {
         return Err(PreprocessError::Empty);
     }
@@ -101,7 +105,7 @@ pub fn to_rgb32(pixels: &[u8], width: usize, height: usize, channels: usize, out
 }
 
 /// Writes a 32×32 RGB image (HWC, u8) as model input: CHW f32 in `[-1, 1]`.
-pub fn rgb32_to_input(rgb: &[u8; INPUT_SIDE * INPUT_SIDE * 3], out: &mut [f32]) -> Result<(), PreprocessError> {
+pub fn rgb32_to_input(rgb: &Rgb32, out: &mut [f32]) -> Result<(), PreprocessError> {
     if out.len() != INPUT_LEN {
         return Err(PreprocessError::Output(out.len()));
     }
@@ -116,7 +120,7 @@ pub fn rgb32_to_input(rgb: &[u8; INPUT_SIDE * INPUT_SIDE * 3], out: &mut [f32]) 
 
 /// Full preprocessing: any-size 8-bit HWC image to model input (CHW f32 in `[-1, 1]`).
 pub fn preprocess(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [f32]) -> Result<(), PreprocessError> {
-    let mut rgb = [0u8; INPUT_SIDE * INPUT_SIDE * 3];
+    let mut rgb = [0u8; RGB32_LEN];
     to_rgb32(pixels, width, height, channels, &mut rgb)?;
     rgb32_to_input(&rgb, out)
 }

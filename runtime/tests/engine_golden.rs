@@ -11,7 +11,7 @@ fn data(name: &str) -> Vec<u8> {
 #[test]
 fn engine_reproduces_tracts_embedding() {
     let blob = data("tiny.blob");
-    let rgb: [u8; 3072] = data("golden.rgb").try_into().unwrap();
+    let rgb: dim_runtime::Rgb32 = data("golden.rgb").try_into().unwrap();
     let want: Vec<f32> = String::from_utf8(data("golden.tiny.int8.y.txt")).unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
     let model = Model::parse(&blob).unwrap();
     let mut arena = vec![0u8; model.arena_size()];
@@ -32,7 +32,7 @@ fn arena_size_is_the_two_largest_alternating_activations() {
     let m = Model::parse(&blob).unwrap();
     // tiny's activations in order: image, conv1 (16×16), conv2 (8×8), conv3 (4×4), pool, fc.
     let c = &m.convs;
-    let sizes = [3072, c[0].out * 256, c[1].out * 64, c[2].out * 16, c[2].out, m.fc.out];
+    let sizes = [dim_runtime::RGB32_LEN, c[0].out * 256, c[1].out * 64, c[2].out * 16, c[2].out, m.fc.out];
     let even = sizes.iter().step_by(2).max().unwrap();
     let odd = sizes.iter().skip(1).step_by(2).max().unwrap();
     assert_eq!(m.arena_size(), even + odd);

@@ -26,13 +26,13 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
 }
 
-fn golden(dir: &Path) -> ([u8; 3072], Vec<f32>) {
-    let rgb: [u8; 3072] = read(dir, "golden.rgb").try_into().expect("golden.rgb is 32×32 RGB");
+fn golden(dir: &Path) -> (dim_runtime::Rgb32, Vec<f32>) {
+    let rgb: dim_runtime::Rgb32 = read(dir, "golden.rgb").try_into().expect("golden.rgb is 32×32 RGB");
     let text = String::from_utf8(read(dir, "golden.y.txt")).unwrap();
     (rgb, text.split_whitespace().map(|v| v.parse().unwrap()).collect())
 }
 
-fn embed(encoder: &Encoder, rgb: &[u8; 3072]) -> Vec<f32> {
+fn embed(encoder: &Encoder, rgb: &dim_runtime::Rgb32) -> Vec<f32> {
     let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(rgb, &mut input).unwrap();
     encoder.embed_preprocessed(&input).unwrap()

@@ -1,7 +1,7 @@
 //! End-to-end tests across the dim-edge crates live in `tests/tests/`; this library holds the
 //! small helpers they share.
 
-use dim_trainer::config::{ModelKind, TrainConfig};
+use dim_trainer::fit::config::{ModelKind, TrainConfig};
 
 /// A configuration that trains in well under a second per step on a CPU: `tiny`, critic width
 /// 32, batch 8, 160 synthetic images of which 32 are held out.
@@ -16,15 +16,9 @@ pub fn quick_config() -> TrainConfig {
         .with_seed(7)
 }
 
-/// The `loss` of every step line in a run's `metrics.jsonl`.
+/// `(step, loss)` of every step line in a run's `metrics.jsonl`.
 pub fn step_losses(out: &std::path::Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("step").is_some())
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
+    dim_trainer::fit::metrics::steps(&out.join("metrics.jsonl")).unwrap().iter().map(|s| (s.step as u64, s.losses.loss)).collect()
 }
 
 /// The shared CIFAR-10 JPEG archive (DESIGN.md): `../shared/data/` beside the workspace, or
@@ -68,11 +62,11 @@ pub fn real_images(n: usize, stride: usize) -> (Vec<f32>, Vec<dim_trainer::data:
 
 /// An encoder of `model` after 4 quick training steps in `dir` (enough to move BatchNorm's
 /// running statistics off their initial values, so that folding is exercised).
-pub fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::Encoder {
+pub fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::EncoderNet {
     use burn::module::Module;
-    use dim_trainer::{checkpoint, train};
+    use dim_trainer::fit::{self, checkpoint};
     let out = dir.join(format!("{model:?}"));
-    train::fit(quick_config().with_model(model).with_max_steps(Some(4)), &out, &train::FitOptions::default()).unwrap();
+    fit::fit(quick_config().with_model(model).with_max_steps(Some(4)), &out, &fit::FitOptions::default()).unwrap();
     let ck = checkpoint::latest(&out).unwrap().unwrap();
     let config = checkpoint::load_config(&ck).unwrap();
     checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex()).unwrap().encoder.valid()

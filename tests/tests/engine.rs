@@ -6,8 +6,8 @@
 
 use dim_runtime::engine::{EngineError, Model};
 use dim_tests::{real_images, trained};
-use dim_trainer::config::ModelKind;
 use dim_trainer::export;
+use dim_trainer::fit::config::ModelKind;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -23,25 +23,25 @@ fn case(model: ModelKind) -> &'static Case {
         let dir = tempfile::tempdir().unwrap();
         let f32_bytes = export::to_onnx(&trained(model, dir.path()), false);
         let (calib, _) = real_images(64, 31);
-        let q = export::quantize::quantize(&f32_bytes, &calib, &calib[..8 * 3072], 99.99).unwrap();
+        let q = dim_trainer::quantize::quantize(&f32_bytes, &calib, &calib[..8 * dim_runtime::INPUT_LEN], 99.99).unwrap();
         let tract = dim_runtime::Encoder::from_bytes(&q.onnx).unwrap();
         Case { onnx: q.onnx, blob: q.blob, tract }
     })
 }
 
 /// Engine and tract on one RGB image: (engine y, tract y).
-fn both(c: &Case, rgb: &[u8; 3072]) -> (Vec<f32>, Vec<f32>) {
+fn both(c: &Case, rgb: &dim_runtime::Rgb32) -> (Vec<f32>, Vec<f32>) {
     let m = Model::parse(&c.blob).unwrap();
     let mut arena = vec![0u8; m.arena_size()];
     let mut y = vec![0f32; m.dim()];
     m.run(rgb, &mut arena, &mut y).unwrap();
-    let mut input = vec![0f32; 3072];
+    let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(rgb, &mut input).unwrap();
     (y, c.tract.embed_preprocessed(&input).unwrap())
 }
 
 /// Returns (max |Δy| relative to max |y|, max |Δ| of y printed as int8).
-fn compare(c: &Case, rgb: &[u8; 3072]) -> (f32, i32) {
+fn compare(c: &Case, rgb: &dim_runtime::Rgb32) -> (f32, i32) {
     let m = Model::parse(&c.blob).unwrap();
     let (e, t) = both(c, rgb);
     let scale = t.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-12);
@@ -77,8 +77,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn engine_matches_tract_on_random_images(pixels in proptest::collection::vec(any::<u8>(), 3072)) {
-        let rgb: [u8; 3072] = pixels.try_into().unwrap();
+    fn engine_matches_tract_on_random_images(pixels in proptest::collection::vec(any::<u8>(), dim_runtime::RGB32_LEN)) {
+        let rgb: dim_runtime::Rgb32 = pixels.try_into().unwrap();
         let (rel, lsb) = compare(case(ModelKind::Tiny), &rgb);
         prop_assert!(rel <= 1e-6 && lsb <= 1, "relative |Δy| {rel}, {lsb} LSB");
     }
@@ -98,7 +98,7 @@ proptest! {
             prop_assume!(size < 1 << 24);
             let mut arena = vec![0u8; size];
             let mut y = vec![0f32; m.dim()];
-            let _ = m.run(&[128; 3072], &mut arena, &mut y);
+            let _ = m.run(&[128; dim_runtime::RGB32_LEN], &mut arena, &mut y);
         }
         let truncated = &blob[..cut.index(blob.len())];
         prop_assert!(Model::parse(truncated).is_err());

@@ -2,8 +2,8 @@
 
 use burn::prelude::*;
 use dim_tests::{real_images, trained};
-use dim_trainer::config::ModelKind;
 use dim_trainer::export;
+use dim_trainer::fit::config::ModelKind;
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -53,7 +53,7 @@ fn onnxruntime_agrees_when_installed() {
     let (input, _) = real_images(8, 211);
     let f32_bytes = export::to_onnx(&encoder, false);
     let (calib, _) = real_images(32, 57);
-    let int8 = export::quantize::quantize(&f32_bytes, &calib, &input, 99.99).unwrap().onnx;
+    let int8 = dim_trainer::quantize::quantize(&f32_bytes, &calib, &input, 99.99).unwrap().onnx;
     let raw: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.path().join("x.f32"), raw).unwrap();
     let script = "import sys, numpy as np, onnxruntime as ort\n\
@@ -89,7 +89,7 @@ fn int8_export_tracks_f32_on_real_images() {
     let (val, _) = real_images(64, 113);
     for model in [ModelKind::Tiny, ModelKind::Dim32] {
         let f32_bytes = export::to_onnx(&trained(model, dir.path()), false);
-        let export::quantize::Quantized { onnx: int8, report, .. } = export::quantize::quantize(&f32_bytes, &calib, &val, 99.99).unwrap();
+        let dim_trainer::quantize::Quantized { onnx: int8, report, .. } = dim_trainer::quantize::quantize(&f32_bytes, &calib, &val, 99.99).unwrap();
         assert!(report.mean_cosine >= 0.98, "{model:?}: mean cosine {}", report.mean_cosine);
         assert!(report.worst_cosine > 0.9, "{model:?}: worst cosine {}", report.worst_cosine);
         assert!(report.int8_bytes * 3 < report.f32_bytes, "{model:?}: {} vs {} bytes", report.int8_bytes, report.f32_bytes);
@@ -104,13 +104,15 @@ fn int8_export_tracks_f32_on_real_images() {
         assert!(!ops.iter().any(|o| ["Conv", "Gemm", "MatMul"].contains(o)), "{ops:?}");
         assert!(graph.node.iter().all(|n| n.domain.is_empty()), "no vendor domains");
         // The runtime embeds with it through the same interface.
-        let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&val[..3072]).unwrap();
+        let y = dim_runtime::Encoder::from_bytes(&int8).unwrap().embed_preprocessed(&val[..dim_runtime::INPUT_LEN]).unwrap();
         assert_eq!(y.len(), 64);
         // Its probe layers (dequantized) track the f32 ones: `trainer check` probes them.
-        let layers = |b: &[u8]| dim_runtime::Encoder::from_bytes_with_layers(b, &export::PROBE_LAYERS).unwrap().embed_layers(&val[..8 * 3072]).unwrap();
+        let layers = |b: &[u8]| {
+            dim_runtime::Encoder::from_bytes_with_layers(b, &export::PROBE_LAYERS).unwrap().embed_layers(&val[..8 * dim_runtime::INPUT_LEN]).unwrap()
+        };
         let (q, f) = (layers(&int8), layers(&f32_bytes));
         for i in 1..3 {
-            let c = export::quantize::cosines(&q[i], &f[i], q[i].len() / 8);
+            let c = dim_trainer::quantize::cosines(&q[i], &f[i], q[i].len() / 8);
             assert!(c.iter().all(|c| *c > 0.98), "{model:?}: layer {i} cosines {c:?}");
         }
     }

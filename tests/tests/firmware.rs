@@ -52,8 +52,8 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
 
     // tract, on the same image through the same int8 model, printed with the blob's scale.
-    let rgb: [u8; 3072] = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
-    let mut input = vec![0f32; 3072];
+    let rgb: dim_runtime::Rgb32 = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
+    let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
     let y = dim_runtime::Encoder::from_path(data("encoder.int8.onnx")).unwrap().embed_preprocessed(&input).unwrap();
     let blob = std::fs::read(data("encoder.blob")).unwrap();

@@ -1,8 +1,8 @@
 //! `fit` end to end on the built-in data: learning, exact resume, failure handling.
 
 use dim_tests::{quick_config, step_losses};
-use dim_trainer::checkpoint;
-use dim_trainer::train::{FitOptions, fit};
+use dim_trainer::fit::checkpoint;
+use dim_trainer::fit::{FitOptions, fit};
 
 fn opts(resume: bool) -> FitOptions {
     FitOptions { resume, progress: false, knn_images: 0 }
@@ -113,6 +113,6 @@ fn every_objective_and_critic_trains_finite() {
         assert_eq!(line["global_mi"].as_f64().unwrap() != 0.0, alpha > 0.0, "case {i}: {line}");
         assert_eq!(line["prior"].as_f64().unwrap() != 0.0, gamma > 0.0, "case {i}: {line}");
         // The critic that the config asks for is the one checkpointed.
-        assert!(dim_trainer::checkpoint::latest(&out).unwrap().unwrap().join("model.bpk").exists());
+        assert!(dim_trainer::fit::checkpoint::latest(&out).unwrap().unwrap().join("model.bpk").exists());
     }
 }

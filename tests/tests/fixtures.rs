@@ -21,8 +21,7 @@ fn write_runtime_fixtures() {
     let f32_bytes = dim_trainer::export::to_onnx(&encoder, false);
     let shapes = dim_trainer::data::open(std::path::Path::new("builtin:shapes:256")).unwrap();
     let calib = dim_trainer::data::load_inputs(&*shapes, &(0..256).collect::<Vec<_>>()).unwrap();
-    let dim_trainer::export::quantize::Quantized { onnx: int8, blob, report } =
-        dim_trainer::export::quantize::quantize(&f32_bytes, &calib, &calib, 99.99).unwrap();
+    let dim_trainer::quantize::Quantized { onnx: int8, blob, report } = dim_trainer::quantize::quantize(&f32_bytes, &calib, &calib, 99.99).unwrap();
     assert!(report.mean_cosine > 0.99);
     for (name, bytes) in [("tiny.onnx", &f32_bytes), ("tiny.int8.onnx", &int8)] {
         std::fs::write(dir.join(name), bytes).unwrap();

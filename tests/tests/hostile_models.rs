@@ -14,7 +14,7 @@ fn model() -> &'static [u8] {
 fn check(bytes: &[u8]) {
     // A panic inside would fail the test; a model that loads must embed or fail cleanly.
     if let Ok(enc) = dim_runtime::Encoder::from_bytes(bytes)
-        && let Ok(y) = enc.embed_preprocessed(&[0.25; 3072])
+        && let Ok(y) = enc.embed_preprocessed(&[0.25; dim_runtime::INPUT_LEN])
     {
         assert_eq!(y.len(), enc.dim());
     }

@@ -4,10 +4,10 @@
 //! runs the whole `fit` loop on real data (loader, decode cache and augmentation included), and
 //! [`breakdown`] times each phase of the step and sets it against its floating-point work.
 
-use crate::config::TrainConfig;
 use crate::data::{self, Batch, Cached, ImageSource, Shapes};
+use crate::fit::config::TrainConfig;
+use crate::fit::{self as train, Phases};
 use crate::model::LocalCriticKind;
-use crate::train::{self, Phases};
 use anyhow::bail;
 use std::path::Path;
 use std::sync::Arc;

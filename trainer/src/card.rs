@@ -5,10 +5,10 @@
 //! `eval/report.json` (f32 reference) and `check/check.json` (int8 vs reference) — and the run's
 //! `metrics.jsonl`, and writes every number from those files; nothing is typed in by hand.
 
-use crate::config::TrainConfig;
-use crate::eval::Report;
 use crate::eval::check::Row;
 use crate::eval::report::{Curve, Series};
+use crate::eval::{Report, Unit};
+use crate::fit::config::TrainConfig;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -29,20 +29,21 @@ struct Training {
 }
 
 fn training(run: &Path) -> anyhow::Result<Training> {
-    let path = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    use crate::fit::metrics::{self, Record};
     let mut t = Training { steps: 0, epochs: 0, rate: 0.0, per_epoch: BTreeMap::new() };
     let mut n = 0f64;
-    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
-        if let Some(s) = v.get("step").and_then(|s| s.as_u64()) {
-            t.steps = t.steps.max(s);
-            t.rate += v["img_per_s"].as_f64().unwrap_or(0.0);
-            n += 1.0;
-        }
-        if let Some(e) = v.get("epoch_end").and_then(|e| e.as_u64()) {
-            t.epochs = t.epochs.max(e);
-            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-            t.per_epoch.insert(e, [f("loss"), f("local_mi"), f("prior")]);
+    for record in metrics::read(&run.join("metrics.jsonl"))? {
+        match record {
+            Record::Step(s) => {
+                t.steps = t.steps.max(s.step as u64);
+                t.rate += s.img_per_s;
+                n += 1.0;
+            }
+            Record::Epoch(e) => {
+                t.epochs = t.epochs.max(e.epoch_end as u64);
+                t.per_epoch.insert(e.epoch_end as u64, [e.losses.loss, e.losses.local_mi, e.losses.prior]);
+            }
+            Record::Knn(_) => {}
         }
     }
     t.rate /= n.max(1.0);
@@ -125,7 +126,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     write_golden(dir, data, &config)?;
     let report: Report = read_json(&dir.join("eval/report.json"))?;
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
-    let quant: serde_json::Value = read_json(&dir.join("encoder.int8.quantize.json"))?;
+    let quant: crate::quantize::QuantizeReport = read_json(&dir.join("encoder.int8.quantize.json"))?;
     let t = training(run)?;
     let Training { steps, epochs, rate, .. } = t;
     let history = history(dir)?;
@@ -156,9 +157,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     writeln!(
         s,
         "- int8: cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}\n",
-        quant["validation_images"],
-        quant["mean_cosine"].as_f64().unwrap_or(f64::NAN),
-        quant["worst_cosine"].as_f64().unwrap_or(f64::NAN)
+        quant.validation_images, quant.mean_cosine, quant.worst_cosine
     )?;
     writeln!(s, "## Training\n")?;
     writeln!(
@@ -195,7 +194,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
         )?;
     }
     let data = "<CIFAR-10 train folder>";
-    let max_drop = rows.iter().find(|r| r.unit == "%").map_or(1.0, |r| r.tolerance);
+    let max_drop = rows.iter().find(|r| r.unit == Unit::Percent).map_or(1.0, |r| r.tolerance);
     writeln!(s, "## Reproduce\n\n```sh")?;
     writeln!(s, "trainer fit --config models/{name}/config.json --data {data} --out runs/{name}   # --resume continues after a stop")?;
     writeln!(s, "trainer export --checkpoint runs/{name} --out models/{name}/encoder.onnx")?;
@@ -208,7 +207,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     )?;
     writeln!(s, "```\n\n`scripts/ship-model {name} runs/{name} {data}` runs these after `fit` and writes this card.")?;
     let out = dir.join("README.md");
-    crate::checkpoint::write_atomic(&out, s.as_bytes())?;
+    crate::fs::write_atomic(&out, s.as_bytes())?;
     Ok(out)
 }
 
@@ -222,7 +221,7 @@ pub fn write_golden(dir: &Path, data: &Path, config: &TrainConfig) -> anyhow::Re
     let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input)?;
     let y = dim_runtime::Encoder::from_path(dir.join("encoder.int8.onnx"))?.embed_preprocessed(&input)?;
-    crate::checkpoint::write_atomic(&dir.join("golden.rgb"), &rgb)?;
+    crate::fs::write_atomic(&dir.join("golden.rgb"), &rgb)?;
     let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
-    crate::checkpoint::write_atomic(&dir.join("golden.y.txt"), (text.join("\n") + "\n").as_bytes())
+    crate::fs::write_atomic(&dir.join("golden.y.txt"), (text.join("\n") + "\n").as_bytes())
 }

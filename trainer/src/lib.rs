@@ -1,17 +1,25 @@
 //! `dim-trainer`: learn image representations with Deep InfoMax (Hjelm et al., ICLR 2019).
 //!
-//! The pipeline reads top to bottom: [`data`] (readers, loader), [`model`] (encoders, critics),
-//! [`objective`] (JSD / InfoNCE / DV estimators, prior matching), [`train`] (the `fit` loop,
-//! [`checkpoint`]s), [`eval`] (probes), [`export`] (ONNX), [`bench`] (throughput).
+//! The modules are the pipeline, in order:
+//! - [`data`]: image readers (CIFAR-10, IDX, image folders, built-in shapes), the loader.
+//! - [`model`]: the encoders and the critics that score (local feature, Y) pairs.
+//! - [`objective`]: the JSD / InfoNCE / DV bounds and prior matching.
+//! - [`fit`]: config, state, the step, the loop, checkpoints and metrics (`trainer fit`).
+//! - [`export`]: the f32 ONNX file (`trainer export`).
+//! - [`quantize`]: calibration, the int8 ONNX file and the engine blob (`trainer quantize`).
+//! - [`eval`]: probes, kNN, MINE and NDM through the runtime; `check` of a deployed encoder.
+//! - [`card`]: a shipped model's README from its measurements.
+//! - [`bench`]: training throughput and where the step's time goes.
+//! - [`knn`] and [`fs`]: the kNN vote both `fit` and `eval` use, and atomic file writes.
 
-pub mod adam;
-pub mod bench;
-pub mod card;
-pub mod checkpoint;
-pub mod config;
 pub mod data;
-pub mod eval;
-pub mod export;
 pub mod model;
 pub mod objective;
-pub mod train;
+pub mod fit;
+pub mod export;
+pub mod quantize;
+pub mod eval;
+pub mod card;
+pub mod bench;
+pub mod knn;
+pub mod fs;

@@ -148,7 +148,7 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     }
     let golden: Vec<f32> = std::fs::read_to_string(d.join("golden.y.txt")).unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
     assert_eq!(golden.len(), 64);
-    assert_eq!(std::fs::read(d.join("golden.rgb")).unwrap().len(), 3072);
+    assert_eq!(std::fs::read(d.join("golden.rgb")).unwrap().len(), dim_runtime::RGB32_LEN);
 
     // Other images than the reference's: refused up front, naming the flags to fix.
     let (model, reference) = (p("encoder.int8.onnx"), p("ref/report.json"));

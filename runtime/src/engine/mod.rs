@@ -55,7 +55,7 @@ impl Model<'_> {
     /// Bytes of the activation sizes, in order: image, conv1..3, (pool), fc.
     fn activations(&self) -> impl Iterator<Item = usize> + '_ {
         let conv = |c: &blob::Conv| c.out * c.out_side * c.out_side;
-        core::iter::once(crate::INPUT_LEN)
+        core::iter::once(crate::RGB32_LEN)
             .chain(self.convs.iter().map(conv))
             .chain(self.pool_scale.map(|_| self.convs[2].out))
             .chain(core::iter::once(conv(&self.fc)))
@@ -77,13 +77,13 @@ impl Model<'_> {
     }
 
     /// Embeds one 32×32 RGB image (HWC, u8: see [`crate::preprocess::to_rgb32`]) into `y`.
-    pub fn run(&self, rgb: &[u8; crate::INPUT_LEN], arena: &mut [u8], y: &mut [f32]) -> Result<(), EngineError> {
+    pub fn run(&self, rgb: &crate::Rgb32, arena: &mut [u8], y: &mut [f32]) -> Result<(), EngineError> {
         self.run_observed(rgb, arena, y, |_, _| ())
     }
 
     /// [`Model::run`], calling `seen(i, activation)` with each uint8 activation (CHW) in order:
     /// image, conv1, conv2, conv3, (pool), fc — to compare layers with another runtime.
-    pub fn run_observed(&self, rgb: &[u8; crate::INPUT_LEN], arena: &mut [u8], y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
+    pub fn run_observed(&self, rgb: &crate::Rgb32, arena: &mut [u8], y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
         let need = self.arena_size();
         if arena.len() < need {
             return Err(EngineError::ArenaTooSmall { need, got: arena.len() });

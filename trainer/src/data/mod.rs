@@ -21,10 +21,8 @@ pub use idx::Idx;
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use synthetic::Shapes;
 
-/// Bytes in one 32×32 RGB image.
-pub const IMAGE_BYTES: usize = 32 * 32 * 3;
-/// One 32×32 RGB image, HWC.
-pub type Rgb32 = [u8; IMAGE_BYTES];
+/// Bytes in one 32×32 RGB image, and the image (HWC): the runtime's, so trainer and devices agree.
+pub use dim_runtime::preprocess::{RGB32_LEN as IMAGE_BYTES, Rgb32};
 
 /// Why data could not be read. Each variant names the file and says what to do.
 #[derive(Debug, thiserror::Error)]

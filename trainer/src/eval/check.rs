@@ -11,12 +11,12 @@
 //!   seeds; the floors stop a near-zero σ (one seed, or a deterministic critic) from demanding
 //!   bit-equality.
 
-use super::Measure;
+use super::{Measure, Unit};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     pub name: String,
-    pub unit: String,
+    pub unit: Unit,
     pub reference: f64,
     pub reference_std: f64,
     pub deployed: f64,
@@ -47,7 +47,7 @@ pub fn compare(reference: &[Measure], deployed: &[Measure], max_drop: f64) -> Ve
         }
         rows.push(Row {
             name: r.name.clone(),
-            unit: r.unit.clone(),
+            unit: r.unit,
             reference: r.mean,
             reference_std: r.std,
             deployed: d.mean,
@@ -71,7 +71,7 @@ pub fn table(rows: &[Row]) -> String {
             r.reference_std,
             r.deployed,
             r.deployed_std,
-            if r.unit == "%" { "drop ≤" } else { "±" },
+            if r.unit == Unit::Percent { "drop ≤" } else { "±" },
             r.tolerance,
             if r.ok { "ok" } else { "FAIL" },
             r.note,
@@ -85,29 +85,29 @@ pub fn table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn m(name: &str, unit: &str, values: &[f64]) -> Measure {
+    fn m(name: &str, unit: Unit, values: &[f64]) -> Measure {
         Measure::new(name.into(), unit, values.iter().map(|&v| (v, vec![])).collect())
     }
 
     #[test]
     fn accuracy_drops_fail_beyond_max_drop_and_gains_pass() {
-        let r = [m("probe.nonlinear.fc", "%", &[70.0, 70.2, 69.8]), m("knn.y", "%", &[50.0])];
-        let rows = compare(&r, &[m("probe.nonlinear.fc", "%", &[68.5, 68.9, 68.7]), m("knn.y", "%", &[52.0])], 1.0);
+        let r = [m("probe.nonlinear.fc", Unit::Percent, &[70.0, 70.2, 69.8]), m("knn.y", Unit::Percent, &[50.0])];
+        let rows = compare(&r, &[m("probe.nonlinear.fc", Unit::Percent, &[68.5, 68.9, 68.7]), m("knn.y", Unit::Percent, &[52.0])], 1.0);
         assert!(!rows[0].ok && rows[0].note.contains("drop 1.30"), "{:?}", rows[0]);
         assert!(rows[1].ok && rows[1].note.contains("gain 2.00"));
-        assert!(compare(&r, &[m("probe.nonlinear.fc", "%", &[69.5])], 1.0)[0].ok);
+        assert!(compare(&r, &[m("probe.nonlinear.fc", Unit::Percent, &[69.5])], 1.0)[0].ok);
     }
 
     #[test]
     fn estimator_band_follows_the_reference_spread() {
         // σ = 0.5 over 3 seeds vs 3 seeds: band = 4·0.5·√(2/3) ≈ 1.633.
-        let r = [m("mine", "nats", &[4.5, 5.0, 5.5])];
-        let rows = compare(&r, &[m("mine", "nats", &[6.6])], 1.0);
+        let r = [m("mine", Unit::Nats, &[4.5, 5.0, 5.5])];
+        let rows = compare(&r, &[m("mine", Unit::Nats, &[6.6])], 1.0);
         assert!((rows[0].tolerance - 4.0 * 0.5 * (1.0f64 / 3.0 + 1.0).sqrt()).abs() < 1e-9);
         assert!(rows[0].ok);
-        assert!(!compare(&r, &[m("mine", "nats", &[3.0, 3.1, 3.2])], 1.0)[0].ok);
+        assert!(!compare(&r, &[m("mine", Unit::Nats, &[3.0, 3.1, 3.2])], 1.0)[0].ok);
         // One seed: the 2 % floor.
-        let rows = compare(&[m("ndm", "nats", &[1.0])], &[m("ndm", "nats", &[1.03])], 1.0);
+        let rows = compare(&[m("ndm", Unit::Nats, &[1.0])], &[m("ndm", Unit::Nats, &[1.03])], 1.0);
         assert!(!rows[0].ok && (rows[0].tolerance - 0.02).abs() < 1e-12);
     }
 }

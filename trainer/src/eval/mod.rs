@@ -10,13 +10,13 @@
 
 pub mod check;
 pub mod estimators;
-pub mod knn;
 pub mod probe;
 pub mod report;
 pub mod run;
 
 use crate::data::{self, ImageSource};
 use crate::export::PROBE_LAYERS;
+use crate::knn;
 use anyhow::Context;
 use estimators::{EstimatorConfig, Kind};
 use probe::{ProbeConfig, ProbeKind, Rows};
@@ -42,13 +42,32 @@ impl Default for Settings {
     }
 }
 
+/// What a measure is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Unit {
+    /// An accuracy, in percent: `check` bounds its drop in points.
+    #[serde(rename = "%")]
+    Percent,
+    /// An estimate of information: `check` bounds it by the reference's spread.
+    #[serde(rename = "nats")]
+    Nats,
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Percent => "%",
+            Self::Nats => "nats",
+        })
+    }
+}
+
 /// One measure over seeds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Measure {
     /// e.g. `probe.nonlinear.fc`, `knn.y`, `mine`, `ndm`.
     pub name: String,
-    /// `%` (accuracies) or `nats`.
-    pub unit: String,
+    pub unit: Unit,
     pub values: Vec<f64>,
     pub mean: f64,
     pub std: f64,
@@ -57,15 +76,15 @@ pub struct Measure {
 }
 
 impl Measure {
-    fn new(name: String, unit: &str, runs: Vec<(f64, Vec<(f64, f64)>)>) -> Self {
+    fn new(name: String, unit: Unit, runs: Vec<(f64, Vec<(f64, f64)>)>) -> Self {
         let values: Vec<f64> = runs.iter().map(|r| r.0).collect();
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
         let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
-        Self { name, unit: unit.into(), values, mean, std, curves: runs.into_iter().map(|r| r.1).collect() }
+        Self { name, unit, values, mean, std, curves: runs.into_iter().map(|r| r.1).collect() }
     }
     pub fn is_accuracy(&self) -> bool {
-        self.unit == "%"
+        self.unit == Unit::Percent
     }
 }
 
@@ -93,16 +112,16 @@ pub struct Split {
 /// layers when it has them. Returns the encoder and whether the layers are there.
 pub fn load_encoder(model: &Path) -> anyhow::Result<(dim_runtime::Encoder, bool)> {
     let bytes = if model.is_dir() {
-        let ck = crate::checkpoint::resolve(model)?;
-        let config = crate::checkpoint::load_config(&ck)?;
-        let m = crate::checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex())?;
+        let ck = crate::fit::checkpoint::resolve(model)?;
+        let config = crate::fit::checkpoint::load_config(&ck)?;
+        let m = crate::fit::checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex())?;
         crate::export::to_onnx(&m.encoder, false)
     } else {
         std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?
     };
     match dim_runtime::Encoder::from_bytes_with_layers(&bytes, &PROBE_LAYERS) {
         Ok(e) => Ok((e, true)),
-        Err(dim_runtime::Error::Model(m)) if m.contains("has no value named") => {
+        Err(dim_runtime::Error::MissingOutput(_)) => {
             eprintln!(
                 "note: {} has no `relu3` / `fc_relu` outputs (exported before they existed?): probes run on Y only; re-export to probe conv and fc",
                 model.display()
@@ -132,14 +151,14 @@ pub fn represent(encoder: &dim_runtime::Encoder, layers: bool, source: &dyn Imag
 /// Runs every measure. `log` receives one line per finished measure.
 pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
     let started = Instant::now();
-    let mut say = |name: &str, v: f64, unit: &str| log(&format!("[{:>6.0} s] {name}: {v:.3} {unit}", started.elapsed().as_secs_f64()));
+    let mut say = |name: &str, v: f64, unit: Unit| log(&format!("[{:>6.0} s] {name}: {v:.3} {unit}", started.elapsed().as_secs_f64()));
     let (_, yd, y_tr) = &train.layers[0];
     let y_te = &test.layers[0].2;
     let mut measures = Vec::new();
     let bank = settings.knn_bank.min(train.labels.len());
     let knn = 100.0 * knn::knn_accuracy(&y_tr[..bank * yd], &train.labels[..bank], y_te, &test.labels, *yd, settings.knn_k);
-    say("knn.y", knn, "%");
-    measures.push(Measure::new("knn.y".into(), "%", vec![(knn, vec![])]));
+    say("knn.y", knn, Unit::Percent);
+    measures.push(Measure::new("knn.y".into(), Unit::Percent, vec![(knn, vec![])]));
 
     // Per measure, per seed: (value, curve).
     type Runs = std::collections::BTreeMap<String, Vec<(f64, Vec<(f64, f64)>)>>;
@@ -155,7 +174,7 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
                 let cfg = ProbeConfig::new().with_epochs(settings.probe_epochs).with_seed(seed).with_learning_rate(lr);
                 let r = probe::train_probe(kind, &cfg, Rows { x: tr, labels: &train.labels, dim: *d }, Rows { x: te, labels: &test.labels, dim: *d }, classes)?;
                 let key = format!("probe.{}.{name}", if kind == ProbeKind::Linear { "linear" } else { "nonlinear" });
-                say(&format!("{key} (seed {seed})"), 100.0 * r.accuracy, "%");
+                say(&format!("{key} (seed {seed})"), 100.0 * r.accuracy, Unit::Percent);
                 let curve = r.curve.iter().enumerate().map(|(e, a)| ((e + 1) as f64, 100.0 * a)).collect();
                 runs.entry(key).or_default().push((100.0 * r.accuracy, curve));
             }
@@ -164,15 +183,15 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
         let mine_cfg = EstimatorConfig::mine().with_steps(settings.mine_steps).with_seed(seed);
         let rows = |x: &[f32], y: &[f32]| estimators::concat_rows(x, dx, y, *yd);
         let m = estimators::estimate(Kind::Mine { y_dim: *yd }, &mine_cfg, &rows(&train.images, &ys_tr), &rows(&test.images, &ys_te), dx + yd)?;
-        say(&format!("mine (seed {seed})"), m.value, "nats");
+        say(&format!("mine (seed {seed})"), m.value, Unit::Nats);
         runs.entry("mine".into()).or_default().push((m.value, m.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
         let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
         let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
-        say(&format!("ndm (seed {seed})"), n.value, "nats");
+        say(&format!("ndm (seed {seed})"), n.value, Unit::Nats);
         runs.entry("ndm".into()).or_default().push((n.value, n.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
     }
     for (name, r) in runs {
-        let unit = if name.starts_with("probe") { "%" } else { "nats" };
+        let unit = if name.starts_with("probe") { Unit::Percent } else { Unit::Nats };
         measures.push(Measure::new(name, unit, r));
     }
     Ok(measures)

@@ -38,8 +38,8 @@ pub fn measures(report: &Report) -> String {
 /// Returns the paths written.
 pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = vec![out.to_path_buf(), out.with_extension("md")];
-    crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(report)?.as_bytes())?;
-    crate::checkpoint::write_atomic(&written[1], markdown(report).as_bytes())?;
+    crate::fs::write_atomic(out, serde_json::to_string_pretty(report)?.as_bytes())?;
+    crate::fs::write_atomic(&written[1], markdown(report).as_bytes())?;
     type Pick = fn(&Measure) -> bool;
     let groups: [(&str, &str, Pick); 2] = [
         ("probes", "test accuracy (%) by epoch", |m| m.name.starts_with("probe")),

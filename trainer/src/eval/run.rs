@@ -5,70 +5,42 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Where the images come from and how many (shared by `eval` and `check`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct DataArgs {
-    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8) from `export` / `quantize`.
-    #[arg(long)]
+/// Where the images come from and how many (shared by `eval` and `check`; see `trainer eval --help`).
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8).
     pub model: PathBuf,
-    /// Images the probes and estimators train on (any format `fit --data` reads).
-    #[arg(long)]
     pub train: PathBuf,
-    /// Held-out images they are scored on. Default: the validation split of --train (the
-    /// seeded split `fit` uses; pass the run's seed as --split-seed if it changed it).
-    #[arg(long)]
+    /// `None`: the validation split of `train`.
     pub test: Option<PathBuf>,
-    #[arg(long, default_value_t = 5000)]
     pub validation_size: usize,
-    #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
-    /// Use at most this many images of each split (quick checks). `check` defaults to the
-    /// reference's count.
-    #[arg(long)]
     pub max_images: Option<usize>,
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct EvalArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// The report (JSON); a Markdown table and PNG curves are written beside it.
-    #[arg(long, default_value = "report.json")]
+/// `trainer eval`: where the report goes and what it measures.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub data: DataOptions,
     pub out: PathBuf,
-    /// Runs of every learned measure, with seeds 0, 1, …: their spread sets `check`'s tolerances.
-    #[arg(long, default_value_t = Settings::default().seeds)]
-    pub seeds: usize,
-    #[arg(long, default_value_t = Settings::default().probe_epochs)]
-    pub probe_epochs: usize,
-    /// Critic steps of MINE (batch 256).
-    #[arg(long, default_value_t = Settings::default().mine_steps)]
-    pub mine_steps: usize,
-    /// Critic steps of NDM (batch 256).
-    #[arg(long, default_value_t = Settings::default().ndm_steps)]
-    pub ndm_steps: usize,
+    pub settings: Settings,
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct CheckArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// The float model's report from `trainer eval` (its settings are reused).
-    #[arg(long)]
+/// `trainer check`: the reference report and the tolerance.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub data: DataOptions,
     pub reference: PathBuf,
     /// Largest accepted drop of an accuracy, in points.
-    #[arg(long, default_value_t = 1.0)]
     pub max_drop: f64,
-    /// The comparison (JSON, and a Markdown table beside it as `.md`); the deployed model's own
-    /// report goes beside it as `.report.json` (with `.report.md` and the curves).
-    #[arg(long, default_value = "check.json")]
     pub out: PathBuf,
 }
 
-fn splits(data: &DataArgs) -> anyhow::Result<Splits> {
+fn splits(data: &DataOptions) -> anyhow::Result<Splits> {
     open_splits(&data.train, data.test.as_deref(), data.validation_size, data.split_seed, data.max_images)
 }
 
-fn measure(data: &DataArgs, (train_src, train_idx, test_src, test_idx, test_desc): Splits, settings: &Settings) -> anyhow::Result<Report> {
+fn measure(data: &DataOptions, (train_src, train_idx, test_src, test_idx, test_desc): Splits, settings: &Settings) -> anyhow::Result<Report> {
     let started = Instant::now();
     let (encoder, layers) = load_encoder(&data.model)?;
     anyhow::ensure!(train_idx.len() >= 2 && test_idx.len() >= 2, "need at least 2 train and 2 test images");
@@ -89,9 +61,8 @@ fn measure(data: &DataArgs, (train_src, train_idx, test_src, test_idx, test_desc
     })
 }
 
-pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
-    let settings =
-        Settings { seeds: args.seeds.max(1), probe_epochs: args.probe_epochs, mine_steps: args.mine_steps, ndm_steps: args.ndm_steps, ..Settings::default() };
+pub fn eval(args: &EvalOptions) -> anyhow::Result<()> {
+    let settings = Settings { seeds: args.settings.seeds.max(1), ..args.settings.clone() };
     let report = measure(&args.data, splits(&args.data)?, &settings)?;
     let written = report::write(&report, &args.out)?;
     println!("{}", report::markdown(&report));
@@ -109,7 +80,7 @@ fn which_split(desc: &str, train: &str) -> String {
 }
 
 /// Returns whether every measure is within tolerance.
-pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
+pub fn check(args: &CheckOptions) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.reference).with_context(|| format!("cannot read the reference report {}", args.reference.display()))?;
     let reference: Report = serde_json::from_str(&text).with_context(|| {
         format!(
@@ -141,8 +112,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(!rows.is_empty(), "the reference {} and this run share no measure", args.reference.display());
     let table = check::table(&rows);
     report::write(&deployed, &args.out.with_extension("report.json"))?;
-    crate::checkpoint::write_atomic(&args.out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    crate::checkpoint::write_atomic(&args.out.with_extension("md"), table.as_bytes())?;
+    crate::fs::write_atomic(&args.out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    crate::fs::write_atomic(&args.out.with_extension("md"), table.as_bytes())?;
     println!("{} (deployed) vs {} (reference):\n\n{table}", deployed.model, reference.model);
     let failed: Vec<&str> = rows.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
     if failed.is_empty() {

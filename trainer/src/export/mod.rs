@@ -7,14 +7,11 @@
 
 mod onnx;
 
-use crate::model::Encoder;
+use crate::model::EncoderNet;
 use crate::model::encoder::ConvBlock;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 pub use onnx::{Graph, OPSET, conv_attrs, int_attr, ints_attr};
-
-pub mod qmodel;
-pub mod quantize;
 
 /// A layer with BatchNorm folded in: `weight` in ONNX layout (conv `[O, I, k, k]`, Gemm `[K, N]`).
 #[derive(Debug, Clone)]
@@ -78,7 +75,7 @@ pub struct Layers {
 }
 
 impl Layers {
-    pub fn from_encoder(encoder: &Encoder) -> Self {
+    pub fn from_encoder(encoder: &EncoderNet) -> Self {
         Self {
             convs: [fold_conv(&encoder.conv1), fold_conv(&encoder.conv2), fold_conv(&encoder.conv3)],
             fc: fold_linear(&encoder.fc, Some(&encoder.fc_bn)),
@@ -162,6 +159,24 @@ pub const PROBE_LAYERS: [&str; 2] = ["relu3", "fc_relu"];
 
 /// Writes the encoder as ONNX bytes: outputs `y`, then [`PROBE_LAYERS`], then, with
 /// `with_local`, the local feature map `relu2` (`[N, C, 8, 8]`).
-pub fn to_onnx(encoder: &Encoder, with_local: bool) -> Vec<u8> {
+pub fn to_onnx(encoder: &EncoderNet, with_local: bool) -> Vec<u8> {
     Layers::from_encoder(encoder).to_onnx(if with_local { &["relu3", "fc_relu", "relu2"] } else { &PROBE_LAYERS })
+}
+
+/// `trainer export`: the checkpoint (a run folder or a `step-*` folder) as ONNX in `out`, with the
+/// training config beside it as `config.json`; proves the file loads in tract. Returns the
+/// checkpoint folder and the file size.
+pub fn run(checkpoint: &std::path::Path, out: &std::path::Path, with_local: bool) -> anyhow::Result<(std::path::PathBuf, usize)> {
+    use crate::fit::checkpoint;
+    use anyhow::Context;
+    use burn::config::Config;
+    let ck = checkpoint::resolve(checkpoint)?;
+    let config = checkpoint::load_config(&ck)?;
+    let model = checkpoint::load_model(&ck, &config, &Device::flex())?;
+    let bytes = to_onnx(&model.encoder, with_local);
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    crate::fs::write_atomic(out, &bytes)?; // creates `dir`
+    config.save(dir.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("config.json").display()))?;
+    dim_runtime::Encoder::from_bytes(&bytes).context("the exported model does not load in tract")?;
+    Ok((ck, bytes.len()))
 }

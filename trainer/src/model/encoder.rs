@@ -62,13 +62,13 @@ impl EncoderConfig {
         3 * a * k2 * 256 + a * b * k2 * 64 + b * c * k2 * 16 + self.fc_in() * self.fc + self.fc * self.y_dim
     }
 
-    pub fn init(&self, device: &Device) -> Encoder {
+    pub fn init(&self, device: &Device) -> EncoderNet {
         let conv = |i: usize, o: usize| ConvBlock {
             conv: Conv2dConfig::new([i, o], [self.kernel, self.kernel]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
             bn: BatchNormConfig::new(o).init(device),
         };
         let [a, b, c] = self.channels;
-        Encoder {
+        EncoderNet {
             conv1: conv(3, a),
             conv2: conv(a, b),
             conv3: conv(b, c),
@@ -94,7 +94,7 @@ impl ConvBlock {
 }
 
 #[derive(Module, Debug)]
-pub struct Encoder {
+pub struct EncoderNet {
     pub conv1: ConvBlock,
     pub conv2: ConvBlock,
     pub conv3: ConvBlock,
@@ -118,7 +118,7 @@ pub struct EncoderOutput {
     pub y: Tensor<2>,
 }
 
-impl Encoder {
+impl EncoderNet {
     pub fn forward(&self, x: Tensor<4>) -> EncoderOutput {
         let local = self.conv2.forward(self.conv1.forward(x));
         let conv = self.conv3.forward(local.clone());

@@ -5,12 +5,12 @@ pub mod encoder;
 
 use burn::prelude::*;
 pub use critic::{GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
-pub use encoder::{Encoder, EncoderConfig, EncoderOutput};
+pub use encoder::{EncoderConfig, EncoderNet, EncoderOutput};
 
 /// Everything trained by the DIM loss (the prior discriminator has its own optimiser).
 #[derive(Module, Debug)]
 pub struct DimModel {
-    pub encoder: Encoder,
+    pub encoder: EncoderNet,
     /// Present when the local weight β > 0.
     pub local: Option<LocalCritic>,
     /// Present when the global weight α > 0.

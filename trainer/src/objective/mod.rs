@@ -15,11 +15,10 @@ fn normal(rng: &mut StdRng) -> f32 {
     StandardNormal.sample(rng)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Estimator {
     Jsd,
-    #[value(name = "infonce")]
     #[serde(rename = "infonce")]
     InfoNce,
     Dv,
@@ -54,7 +53,8 @@ fn log_sum_exp_rows(x: Tensor<2>) -> Tensor<2> {
     (x - m.clone()).exp().sum_dim(1).log() + m
 }
 
-pub fn estimate(s: &Scores, estimator: Estimator) -> Tensor<1> {
+/// The estimator's lower bound `Î` on the mutual information the scores express.
+pub fn mi_lower_bound(s: &Scores, estimator: Estimator) -> Tensor<1> {
     match estimator {
         Estimator::Jsd => sp(s.pos.clone().neg()).neg().mean() - neg_mean(sp(s.neg.clone()), s),
         Estimator::Dv => {
@@ -77,7 +77,7 @@ pub fn estimate(s: &Scores, estimator: Estimator) -> Tensor<1> {
 }
 
 /// Distribution the prior term pushes `σ(Y)` toward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Prior {
     /// Uniform on `[0, 1]^d` (the paper's default).

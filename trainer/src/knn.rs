@@ -1,27 +1,5 @@
-//! Embedding a split and the k-nearest-neighbour probe (cosine similarity, majority vote).
-
-use crate::data::{Augment, ImageSource, Loader, LoaderConfig};
-use crate::model::Encoder;
-use burn::prelude::*;
-use std::sync::Arc;
-
-/// Y for each image of `indices` (row-major `[n, y_dim]`) and the labels.
-pub fn embed(encoder: &Encoder, source: Arc<dyn ImageSource>, indices: Vec<usize>, device: &Device) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let loader = Loader::new(
-        source,
-        indices,
-        LoaderConfig { batch_size: 256, shuffle: false, drop_last: false, augment: Augment::default(), skip_bad: true, prefetch: 2, seed: 0 },
-    );
-    let (mut feats, mut labels) = (Vec::new(), Vec::new());
-    for batch in loader.epoch(0, 0) {
-        let batch = batch?;
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [batch.labels.len(), 3, 32, 32]), device);
-        let y: Vec<f32> = encoder.forward(x).y.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        feats.extend(y);
-        labels.extend(batch.labels);
-    }
-    Ok((feats, labels))
-}
+//! The k-nearest-neighbour probe (cosine similarity, majority vote) over embeddings, shared by
+//! `fit`'s closing figure and `eval`.
 
 fn normalise(v: &mut [f32], dim: usize) {
     for row in v.chunks_mut(dim) {

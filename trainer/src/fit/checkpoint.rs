@@ -2,12 +2,12 @@
 //! `latest` pointer is replaced atomically last. A kill at any moment leaves the previous
 //! checkpoint complete and `latest` pointing at it.
 
-use crate::config::TrainConfig;
-use crate::model::{DimModel, PriorDiscriminator};
+use super::config::TrainConfig;
+use super::state::TrainState;
+use crate::model::DimModel;
 use anyhow::{Context, bail};
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use std::path::{Path, PathBuf};
@@ -21,14 +21,6 @@ pub struct Progress {
     pub epoch: usize,
     /// Next batch of that epoch.
     pub batch: usize,
-}
-
-/// The trainable state (model, discriminator and both optimisers).
-pub struct TrainState {
-    pub model: DimModel,
-    pub optim: ModuleOptimizer,
-    pub disc: Option<PriorDiscriminator>,
-    pub disc_optim: ModuleOptimizer,
 }
 
 const KEEP: usize = 2;
@@ -150,15 +142,4 @@ pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: Trai
         None => (None, state.disc_optim),
     };
     Ok(TrainState { model, optim, disc, disc_optim })
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a kill never leaves a
-/// half-written file behind; the folder is created when missing.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

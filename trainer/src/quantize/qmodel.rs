@@ -1,8 +1,8 @@
 //! The quantized encoder, computed once and written twice: as int8 ONNX (tract, onnxruntime)
 //! and as the no_std engine's blob (`dim_runtime::engine::blob`), so both hold the same integers.
 
-use super::Layers;
-use super::quantize::Ranges;
+use super::calibrate::Ranges;
+use crate::export::Layers;
 use dim_runtime::engine::blob;
 
 /// The image's quantization: uint8, zero point 128, scale 1/127 (it lies in `[-1, 1]`).

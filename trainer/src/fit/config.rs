@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use burn::config::Config;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// The paper's encoder (rdevon/DIM basic32x32), 4.92 M parameters.
@@ -17,7 +17,7 @@ pub enum ModelKind {
     Tiny,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// burn's Flex backend (pure Rust, SIMD, multi-threaded).

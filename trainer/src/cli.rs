@@ -1,0 +1,411 @@
+//! The `trainer` command line: every clap type, and their conversion to the library's plain
+//! option structs. Nothing below `main.rs` and this file knows about clap.
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use dim_trainer::eval::Settings;
+use dim_trainer::eval::run::{CheckOptions, DataOptions, EvalOptions};
+use dim_trainer::fit::config::{BackendKind, ModelKind, TrainConfig};
+use dim_trainer::model::LocalCriticKind;
+use dim_trainer::objective::Estimator;
+use dim_trainer::quantize::QuantizeOptions;
+use std::path::PathBuf;
+
+/// The names the domain enums are written with in config files (serde, kebab-case).
+const MODELS: [&str; 2] = ["dim32", "tiny"];
+const CRITICS: [&str; 2] = ["encode-dot", "concat-conv"];
+const ESTIMATORS: [&str; 3] = ["jsd", "infonce", "dv"];
+const BACKENDS: [&str; 3] = ["cpu", "cuda", "wgpu"];
+
+/// A clap parser for a domain enum by its config-file name; `--help` lists the names.
+fn choice<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(names).map(|s| serde_json::from_value(serde_json::Value::String(s)).expect("every listed name is a variant (tested)"))
+}
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "Train Deep InfoMax image encoders for edge devices")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train an encoder with Deep InfoMax.
+    ///
+    /// DATA may be: a folder of CIFAR-10 binary batches (data_batch_*.bin, as in the official
+    /// cifar-10-binary.tar.gz), a folder of `<class>/*.png|jpg` images, or a folder / file of IDX
+    /// images (MNIST, Fashion-MNIST; gz or raw). Without --data the built-in synthetic `shapes`
+    /// set is used. Outputs go to OUT: config.json, metrics.jsonl, checkpoints/step-*/ and
+    /// checkpoints/latest. Defaults are the paper's DIM(L): JSD, α=0 β=1 γ=0.1, Adam 1e-4, batch 64.
+    Fit(FitArgs),
+    /// Measure training throughput (images per second): the step on a synthetic batch, or the
+    /// whole loop on --data; --breakdown shows where the step's time goes.
+    Bench(BenchArgs),
+    /// Export a trained encoder as ONNX (BatchNorm folded; input `image` [N,3,32,32], output `y`).
+    Export {
+        /// A run folder (its latest checkpoint) or a checkpoints/step-* folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output ONNX file; the training config is written beside it as config.json.
+        #[arg(long, default_value = "encoder.onnx")]
+        out: PathBuf,
+        /// Also output the local feature map `relu2` [N,C,8,8].
+        #[arg(long)]
+        with_local: bool,
+    },
+    /// Quantize an exported encoder to INT8 (per-channel weights, calibrated activations).
+    ///
+    /// Calibrates on the first CALIB_IMAGES of the training split of CALIB (the seeded split
+    /// `fit` uses) and reports cosine(Y_int8, Y_f32) over its validation split. Writes OUT and
+    /// OUT's stem + `.quantize.json`.
+    Quantize(QuantizeArgs),
+    /// Evaluate a representation: probes on conv / fc / Y, kNN on Y, MINE of I(X;Y), NDM of Y.
+    ///
+    /// Follows the paper's protocol (nonlinear probe: linear 200, BN, dropout 0.1, ReLU, linear;
+    /// linear probe; Adam 1e-4, batch 64). Representations are computed through dim-runtime. Each
+    /// learned measure runs once per seed; the report keeps every value, the mean and the spread.
+    #[command(
+        after_help = "Example:\n  trainer eval --model runs/dim32 --train cifar/train --out runs/dim32/eval/report.json\n  trainer eval --model encoder.onnx --train cifar/train --max-images 5000 --probe-epochs 5 --seeds 2"
+    )]
+    Eval(EvalArgs),
+    /// Replay the measures of a float reference report through a deployed encoder; fail on a drop.
+    ///
+    /// The deployed file (f32 or int8 ONNX) runs in dim-runtime (tract), as on a device; `eval`'s
+    /// settings and seeds are reused. Exit status 2 when a measure is outside its tolerance (an
+    /// accuracy more than --max-drop points below the reference, or MINE / NDM outside a band of
+    /// four standard errors of the reference's run-to-run spread, at least 2 %); 1 when the check
+    /// could not run (an unreadable file, other images than the reference's); 0 when it passed.
+    #[command(after_help = "Example:\n  trainer check --model encoder.int8.onnx --train cifar/train --reference runs/dim32/eval/report.json")]
+    Check(CheckArgs),
+    /// Write a shipped model's README.md (model card) from the measurements in its folder.
+    ///
+    /// DIR holds what `scripts/ship-model` puts there: config.json, the encoder files,
+    /// encoder.int8.quantize.json, eval/report.json and check/check.json. Also writes the golden
+    /// pair (golden.rgb, golden.y.txt) the tests replay.
+    Card {
+        /// The model folder, e.g. models/tiny.
+        dir: PathBuf,
+        /// The training run folder (its metrics.jsonl gives steps, epochs and throughput).
+        #[arg(long)]
+        run: PathBuf,
+        /// The training data (the card's golden image is its first validation image).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where training ran, as it should read in the card.
+        #[arg(long, default_value = "CPU")]
+        hardware: String,
+    },
+    /// Dataset tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// TOML or JSON file of config fields (see OUT/config.json of any run); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Image data (see above); default: built-in synthetic shapes.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/dim")]
+    pub out: PathBuf,
+    /// Encoder: dim32 (the paper's) or tiny (for Cortex-M).
+    #[arg(long, value_parser = choice::<ModelKind>(&MODELS))]
+    pub model: Option<ModelKind>,
+    /// Local critic: encode-dot (1×1 convs to width W, dot product) or concat-conv.
+    #[arg(long, value_parser = choice::<LocalCriticKind>(&CRITICS))]
+    pub critic: Option<LocalCriticKind>,
+    /// Width of the encode-and-dot critic (paper: 2048).
+    #[arg(long)]
+    pub critic_width: Option<usize>,
+    /// Mutual-information estimator: jsd, infonce or dv.
+    #[arg(long, value_parser = choice::<Estimator>(&ESTIMATORS))]
+    pub estimator: Option<Estimator>,
+    /// Global MI weight α.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Local MI weight β.
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Prior-matching weight γ.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many steps in total (a checkpoint is written at the end).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Images held out for validation (the last ones of the seeded shuffle; default 5000).
+    #[arg(long)]
+    pub validation_size: Option<usize>,
+    /// Backend: cpu, or cuda / wgpu when built with that feature.
+    #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS))]
+    pub backend: Option<BackendKind>,
+    /// Random-crop padding in pixels (0 = off).
+    #[arg(long)]
+    pub crop_padding: Option<usize>,
+    /// Random horizontal flips.
+    #[arg(long)]
+    pub hflip: bool,
+    /// Skip unreadable images with a warning instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Write a checkpoint every N steps too (default: at epoch ends only).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Continue the run in OUT from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Train images embedded for the final kNN probe on Y (0 = skip).
+    #[arg(long, default_value_t = 10000)]
+    pub knn_images: usize,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Encoder: dim32 or tiny.
+    #[arg(long, value_parser = choice::<ModelKind>(&MODELS), default_value = "dim32")]
+    pub model: ModelKind,
+    #[arg(long, default_value_t = 2048)]
+    pub critic_width: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Backend: cpu, or cuda / wgpu when built with that feature.
+    #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS), default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Prior weight γ (the paper's DIM(L) default 0.1 trains the discriminator too).
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// Run the whole `fit` loop on this data (loader and decode cache included) instead of one
+    /// fixed synthetic batch.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Also print the time of each phase of the step, its GFLOP and the fraction of the FP32 peak.
+    #[arg(long)]
+    pub breakdown: bool,
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Download and verify (SHA-256) an official dataset archive, then unpack it.
+    Fetch {
+        /// Dataset name: cifar10.
+        name: String,
+        /// Destination folder.
+        #[arg(long)]
+        to: PathBuf,
+        /// Download from this URL instead (a mirror); the official SHA-256 is still checked.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Open a dataset and print what was found.
+    Inspect { path: PathBuf },
+}
+
+#[derive(clap::Args)]
+pub struct QuantizeArgs {
+    /// The f32 encoder from `trainer export`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Calibration data (any format `fit --data` reads).
+    #[arg(long)]
+    pub calib: PathBuf,
+    #[arg(long, default_value = "encoder.int8.onnx")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    pub calib_images: usize,
+    /// Activation range = this percentile of the calibration activations.
+    #[arg(long, default_value_t = 99.99)]
+    pub percentile: f64,
+    /// Size of the validation split (the last images of the seeded shuffle).
+    #[arg(long, default_value_t = 5000)]
+    pub validation_size: usize,
+    /// Seed of the split (use the training run's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the no_std engine's model blob (same integers as OUT) to this file.
+    #[arg(long)]
+    pub blob: Option<PathBuf>,
+}
+
+/// Where the images come from and how many (shared by `eval` and `check`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8) from `export` / `quantize`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Images the probes and estimators train on (any format `fit --data` reads).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Held-out images they are scored on. Default: the validation split of --train (the
+    /// seeded split `fit` uses; pass the run's seed as --split-seed if it changed it).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    #[arg(long, default_value_t = 5000)]
+    pub validation_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Use at most this many images of each split (quick checks). `check` defaults to the
+    /// reference's count.
+    #[arg(long)]
+    pub max_images: Option<usize>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The report (JSON); a Markdown table and PNG curves are written beside it.
+    #[arg(long, default_value = "report.json")]
+    pub out: PathBuf,
+    /// Runs of every learned measure, with seeds 0, 1, …: their spread sets `check`'s tolerances.
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().seeds)]
+    pub seeds: usize,
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().probe_epochs)]
+    pub probe_epochs: usize,
+    /// Critic steps of MINE (batch 256).
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().mine_steps)]
+    pub mine_steps: usize,
+    /// Critic steps of NDM (batch 256).
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().ndm_steps)]
+    pub ndm_steps: usize,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The float model's report from `trainer eval` (its settings are reused).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Largest accepted drop of an accuracy, in points.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_drop: f64,
+    /// The comparison (JSON, and a Markdown table beside it as `.md`); the deployed model's own
+    /// report goes beside it as `.report.json` (with `.report.md` and the curves).
+    #[arg(long, default_value = "check.json")]
+    pub out: PathBuf,
+}
+
+/// The config `fit` runs with: defaults, then `--config FILE`, then flags.
+pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::load_file(p)?,
+        None => TrainConfig::new(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(model, critic_width, estimator, alpha, beta, gamma, epochs, batch_size, learning_rate, seed, validation_size, backend, checkpoint_every);
+    if let Some(v) = a.critic {
+        c.local_critic = v;
+    }
+    if a.max_steps.is_some() {
+        c.max_steps = a.max_steps;
+    }
+    if let Some(d) = &a.data {
+        c.data = Some(d.to_string_lossy().into_owned());
+    }
+    if let Some(p) = a.crop_padding {
+        c.augment.crop_padding = p;
+    }
+    c.augment.hflip |= a.hflip;
+    c.skip_bad |= a.skip_bad;
+    Ok(c)
+}
+
+impl From<&DataArgs> for DataOptions {
+    fn from(a: &DataArgs) -> Self {
+        Self {
+            model: a.model.clone(),
+            train: a.train.clone(),
+            test: a.test.clone(),
+            validation_size: a.validation_size,
+            split_seed: a.split_seed,
+            max_images: a.max_images,
+        }
+    }
+}
+
+impl From<&EvalArgs> for EvalOptions {
+    fn from(a: &EvalArgs) -> Self {
+        let settings = Settings { seeds: a.seeds, probe_epochs: a.probe_epochs, mine_steps: a.mine_steps, ndm_steps: a.ndm_steps, ..Settings::default() };
+        Self { data: (&a.data).into(), out: a.out.clone(), settings }
+    }
+}
+
+impl From<&CheckArgs> for CheckOptions {
+    fn from(a: &CheckArgs) -> Self {
+        Self { data: (&a.data).into(), reference: a.reference.clone(), max_drop: a.max_drop, out: a.out.clone() }
+    }
+}
+
+impl From<&QuantizeArgs> for QuantizeOptions {
+    fn from(a: &QuantizeArgs) -> Self {
+        Self {
+            model: a.model.clone(),
+            calib: a.calib.clone(),
+            out: a.out.clone(),
+            calib_images: a.calib_images,
+            percentile: a.percentile,
+            validation_size: a.validation_size,
+            seed: a.seed,
+            blob: a.blob.clone(),
+        }
+    }
+}
+
+/// `fit --help`'s closing lines: the defaults every flag falls back to, read from
+/// `TrainConfig::new()` so they cannot drift from what runs.
+pub fn fit_defaults() -> String {
+    let config = serde_json::to_value(TrainConfig::new()).expect("the config serialises");
+    let fields = config.as_object().expect("a table").iter().map(|(k, v)| format!("  {k} = {v}")).collect::<Vec<_>>().join("\n");
+    format!("Defaults (the paper's DIM(L); --config FILE, then flags, override them):\n{fields}")
+}
+
+/// Parses the command line, with `fit --help` showing [`fit_defaults`].
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let defaults = fit_defaults();
+    let examples = "Examples:\n  trainer fit --data cifar/train --model tiny --critic-width 512 --epochs 10 --out runs/tiny\n  trainer fit --out runs/tiny --resume --epochs 20";
+    let command = Cli::command().mut_subcommand("fit", |c| c.after_help(format!("{defaults}\n\n{examples}")));
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name a flag offers parses, and every variant is offered under its config name.
+    #[test]
+    fn choices_are_the_config_names() {
+        fn names<T: serde::Serialize + serde::de::DeserializeOwned>(names: &[&str], all: &[T]) {
+            for n in names {
+                let _: T = serde_json::from_value(serde_json::Value::String(n.to_string())).unwrap_or_else(|e| panic!("{n}: {e}"));
+            }
+            for v in all {
+                let s = serde_json::to_value(v).unwrap();
+                assert!(names.contains(&s.as_str().unwrap()), "{s} is not offered");
+            }
+        }
+        names(&MODELS, &[ModelKind::Dim32, ModelKind::Tiny]);
+        names(&CRITICS, &[LocalCriticKind::EncodeDot, LocalCriticKind::ConcatConv]);
+        names(&ESTIMATORS, &[Estimator::Jsd, Estimator::InfoNce, Estimator::Dv]);
+        names(&BACKENDS, &[BackendKind::Cpu, BackendKind::Cuda, BackendKind::Wgpu]);
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        assert!(fit_defaults().contains("critic_width = 2048"), "{}", fit_defaults());
+    }
+}

@@ -1,0 +1,129 @@
+//! One optimisation step of DIM: encode, score, estimate, prior matching, one sync, two
+//! backward passes and two Adam updates — with an optional clock per phase.
+//!
+//! Two optimisers: Adam on the encoder and its critics (the DIM loss), Adam on the prior
+//! discriminator (its own loss, on detached Y). The step's randomness (prior samples, the
+//! penalty's directions) is seeded by `(seed, step)`, so `--resume` continues exactly.
+
+use super::config::TrainConfig;
+use super::state::TrainState;
+use crate::data::Batch;
+use crate::objective::{self, mi_lower_bound};
+use anyhow::bail;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use rand::{SeedableRng, rngs::StdRng};
+use std::time::{Duration, Instant};
+
+/// Loss terms of one step.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct StepLosses {
+    pub loss: f64,
+    pub local_mi: f64,
+    pub global_mi: f64,
+    pub prior: f64,
+    pub disc: f64,
+}
+
+/// Wall time per named phase of a step, summed over steps (`trainer bench --breakdown`).
+///
+/// The CPU backend runs each operation when it is called, so the time between two marks is the
+/// time of the operations in between. On a GPU backend operations are queued, and only the
+/// totals are meaningful.
+#[derive(Debug, Default)]
+pub struct Phases {
+    last: Option<Instant>,
+    /// `(phase, total time)` in the order phases first ran.
+    pub totals: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    /// Starts the clock of the next phase.
+    pub fn start(&mut self) {
+        self.last = Some(Instant::now());
+    }
+    /// Ends phase `name` (begun at the previous mark) and starts the next one.
+    fn mark(&mut self, name: &'static str) {
+        let Some(last) = self.last else { return };
+        let now = Instant::now();
+        match self.totals.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += now - last,
+            None => self.totals.push((name, now - last)),
+        }
+        self.last = Some(now);
+    }
+}
+
+/// Reads the step's loss terms to the host in one transfer (one sync per step).
+fn losses_to_host(terms: Vec<Tensor<1>>) -> Vec<f64> {
+    Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).collect()
+}
+
+/// One optimiser step on `batch`.
+pub fn step(config: &TrainConfig, state: TrainState, batch: &Batch, step: usize, device: &Device) -> anyhow::Result<(TrainState, StepLosses)> {
+    step_timed(config, state, batch, step, device, &mut Phases::default())
+}
+
+/// [`step`], recording the time of each phase in `phases` (nothing when it was not started).
+pub fn step_timed(
+    config: &TrainConfig,
+    state: TrainState,
+    batch: &Batch,
+    step: usize,
+    device: &Device,
+    phases: &mut Phases,
+) -> anyhow::Result<(TrainState, StepLosses)> {
+    let TrainState { model, mut optim, disc, mut disc_optim } = state;
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), [batch.len(), 3, 32, 32]), device);
+    phases.mark("host → tensor copy");
+    let out = model.encoder.forward(x);
+    phases.mark("encoder forward");
+    let zero = || Tensor::<1>::zeros([1], device);
+    let (mut local_mi, mut global_mi, mut prior_term) = (zero(), zero(), zero());
+    let mut loss = zero();
+    if let Some(critic) = &model.local {
+        let scores = critic.scores(out.local.clone(), out.y.clone());
+        phases.mark("local critic forward");
+        local_mi = mi_lower_bound(&scores, config.estimator);
+        loss = loss - local_mi.clone() * config.beta;
+        phases.mark("estimator");
+    }
+    if let Some(critic) = &model.global {
+        global_mi = mi_lower_bound(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
+        loss = loss - global_mi.clone() * config.alpha;
+        phases.mark("global critic + estimator");
+    }
+    let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let disc_loss = disc.as_ref().map(|d| {
+        prior_term = objective::prior_encoder_loss(d, out.y.clone());
+        loss = loss.clone() + prior_term.clone() * config.gamma;
+        let real = objective::prior_samples(config.prior, batch.len(), out.y.dims()[1], &mut rng, device);
+        objective::prior_discriminator_loss(d, real, out.y.clone(), config.gradient_penalty, &mut rng)
+    });
+    phases.mark("prior term + discriminator forward");
+    let disc_value = disc_loss.clone().unwrap_or_else(zero);
+    let v = losses_to_host(vec![loss.clone().detach(), local_mi.detach(), global_mi.detach(), prior_term.detach(), disc_value.detach()]);
+    let l = StepLosses { loss: v[0], local_mi: v[1], global_mi: v[2], prior: v[3], disc: v[4] };
+    phases.mark("losses → host (one sync)");
+    if !l.loss.is_finite() || !l.disc.is_finite() {
+        bail!(
+            "the loss became {} at step {step} (terms: {l:?}); the model was not updated. Lower --learning-rate or the critic width, or check the data",
+            l.loss
+        );
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    phases.mark("backward (DIM loss)");
+    let model = optim.step(config.learning_rate, model, grads);
+    phases.mark("Adam (encoder + critics)");
+    let disc = match (disc, disc_loss) {
+        (Some(d), Some(dl)) => {
+            let grads = GradientsParams::from_grads(dl.backward(), &d);
+            phases.mark("backward (discriminator)");
+            let d = disc_optim.step(config.learning_rate, d, grads);
+            phases.mark("Adam (discriminator)");
+            Some(d)
+        }
+        (d, _) => d,
+    };
+    Ok((TrainState { model, optim, disc, disc_optim }, l))
+}

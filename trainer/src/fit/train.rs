@@ -1,0 +1,216 @@
+//! `trainer fit`: the DIM training loop — data, resume, steps, epochs, checkpoints, metrics.
+//!
+//! Everything random after initialisation is seeded by `(seed, epoch, batch)` (the loader) and
+//! `(seed, step)` (the step), so `--resume` continues exactly where an uninterrupted run would.
+
+use super::checkpoint::{self, Progress};
+use super::config::TrainConfig;
+use super::knn::knn_report;
+use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, StepRecord};
+use super::state::{device, new_state};
+use super::step::{StepLosses, step};
+use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
+use anyhow::{Context, bail};
+use burn::config::Config;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by Ctrl-C; the loop checkpoints and stops at the next step.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FitSummary {
+    pub steps: usize,
+    pub checkpoint: PathBuf,
+    pub interrupted: bool,
+    pub losses: Vec<f64>,
+    pub img_per_s: f64,
+}
+
+/// A data source with its train and validation indices.
+pub type SplitData = (Arc<dyn ImageSource>, Vec<usize>, Vec<usize>);
+
+/// Opens the configured data (or the built-in shapes) and splits it (train, validation).
+pub fn open_data(config: &TrainConfig) -> anyhow::Result<SplitData> {
+    let source: Arc<dyn ImageSource> = match &config.data {
+        Some(path) => Arc::from(data::open(Path::new(path))?),
+        None => Arc::new(Shapes::new(config.synthetic_images, config.seed)),
+    };
+    let (train, val) = data::split(source.len(), config.validation_size, config.seed);
+    // Every epoch reads every training image again: decode each once (issue 11: the loader must
+    // keep up with the step; CIFAR-10 is 150 MB decoded).
+    Ok((Arc::new(Cached::new(source)), train, val))
+}
+
+/// Options of one `fit` call that are not part of the saved config.
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    pub resume: bool,
+    pub progress: bool,
+    /// Train images embedded for the final kNN probe (0 = skip it).
+    pub knn_images: usize,
+}
+
+/// The loader `fit` trains from: shuffled, seeded, whole batches, the configured augmentation.
+pub fn train_loader(config: &TrainConfig, source: Arc<dyn ImageSource>, train_idx: Vec<usize>) -> Loader {
+    let cfg = LoaderConfig {
+        batch_size: config.batch_size,
+        shuffle: true,
+        drop_last: true,
+        augment: config.augment,
+        skip_bad: config.skip_bad,
+        prefetch: 4,
+        seed: config.seed,
+    };
+    Loader::new(source, train_idx, cfg)
+}
+
+/// The config a call runs with and the checkpoint it resumes from, if any: on resume the
+/// saved config defines the run and only its length may change.
+fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result<(TrainConfig, Option<PathBuf>)> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let resume_from = if opts.resume { checkpoint::latest(out)? } else { None };
+    if opts.resume && resume_from.is_none() {
+        eprintln!("no checkpoint in {}; starting a new run", checkpoint::dir(out).display());
+    }
+    let config = match &resume_from {
+        Some(ck) => {
+            let saved = checkpoint::load_config(ck)?;
+            TrainConfig { epochs: config.epochs, max_steps: config.max_steps, checkpoint_every: config.checkpoint_every, ..saved }
+        }
+        None if checkpoint::latest(out)?.is_some() => {
+            bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display())
+        }
+        None => config,
+    };
+    config.validate()?;
+    config.save(out.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.join("config.json").display()))?;
+    Ok((config, resume_from))
+}
+
+fn progress_bar(show: bool, total: usize, at: usize) -> indicatif::ProgressBar {
+    let bar = if show { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}").unwrap().progress_chars("=> "));
+    bar.set_position(at as u64);
+    bar
+}
+
+/// Running sums of an epoch's loss terms.
+#[derive(Default)]
+struct EpochSums {
+    sum: StepLosses,
+    steps: usize,
+}
+
+impl EpochSums {
+    fn add(&mut self, l: &StepLosses) {
+        let s = &mut self.sum;
+        (s.loss, s.local_mi, s.global_mi, s.prior, s.disc) =
+            (s.loss + l.loss, s.local_mi + l.local_mi, s.global_mi + l.global_mi, s.prior + l.prior, s.disc + l.disc);
+        self.steps += 1;
+    }
+    fn mean(&self) -> StepLosses {
+        let n = self.steps.max(1) as f64;
+        let s = &self.sum;
+        StepLosses { loss: s.loss / n, local_mi: s.local_mi / n, global_mi: s.global_mi / n, prior: s.prior / n, disc: s.disc / n }
+    }
+}
+
+pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result<FitSummary> {
+    let (config, resume_from) = resolve_run(config, out, opts)?;
+    let device = device(config.backend)?.autodiff();
+    let (source, train_idx, val_idx) = open_data(&config)?;
+    eprintln!("data: {} ({} train / {} validation)", source.describe(), train_idx.len(), val_idx.len());
+    let mut state = new_state(&config, &device);
+    let mut progress = Progress::default();
+    if let Some(ck) = &resume_from {
+        state = checkpoint::load_into(ck, &config, &device, state)?;
+        progress = checkpoint::load_progress(ck)?;
+        eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
+    }
+    let loader = train_loader(&config, source.clone(), train_idx.clone());
+    let per_epoch = loader.batches_per_epoch();
+    if per_epoch == 0 {
+        bail!("{} training images make no batch of {}; lower --batch-size", train_idx.len(), config.batch_size);
+    }
+    let total = (config.epochs * per_epoch).min(config.max_steps.unwrap_or(usize::MAX));
+    let bar = progress_bar(opts.progress, total, progress.step);
+    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"))?;
+    let mut losses = Vec::new();
+    let started = std::time::Instant::now();
+    let mut images = 0usize;
+    let mut last_ckpt = resume_from.clone();
+    let mut interrupted = false;
+    'run: while progress.epoch < config.epochs && progress.step < total {
+        let mut epoch = EpochSums::default();
+        for batch in loader.epoch(progress.epoch as u64, progress.batch) {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    let saved = checkpoint::save(out, &config, progress, &state)?;
+                    return Err(
+                        anyhow::Error::from(e).context(format!("reading data failed; progress saved in {} (fix the file, then --resume)", saved.display()))
+                    );
+                }
+            };
+            if batch.len() < 2 {
+                progress.batch += 1;
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let (next, l) = step(&config, state, &batch, progress.step, &device).with_context(|| match &last_ckpt {
+                Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
+                None => "training stopped before the first checkpoint".to_string(),
+            })?;
+            state = next;
+            images += batch.len();
+            progress.step += 1;
+            progress.batch += 1;
+            losses.push(l.loss);
+            epoch.add(&l);
+            let img_per_s = batch.len() as f64 / t.elapsed().as_secs_f64();
+            metrics.write(StepRecord { step: progress.step, epoch: progress.epoch + 1, losses: l, img_per_s })?;
+            let rate = images as f64 / started.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {:.4} local {:.4} prior {:.3} disc {:.3} | {rate:.0} img/s", l.loss, l.local_mi, l.prior, l.disc));
+            bar.set_position(progress.step as u64);
+            let at_end = progress.step >= total;
+            let periodic = config.checkpoint_every > 0 && progress.step % config.checkpoint_every == 0;
+            interrupted |= INTERRUPTED.load(Ordering::SeqCst);
+            if progress.batch >= per_epoch {
+                progress.epoch += 1;
+                progress.batch = 0;
+                last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
+                let m = epoch.mean();
+                let msg = format!(
+                    "epoch {}/{}: loss {:.4} local MI {:.4} prior {:.4} disc {:.4} ({rate:.0} img/s)",
+                    progress.epoch, config.epochs, m.loss, m.local_mi, m.prior, m.disc
+                );
+                bar.suspend(|| eprintln!("{msg}"));
+                metrics.write(EpochRecord { epoch_end: progress.epoch, losses: m })?;
+            } else if at_end || periodic || interrupted {
+                last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
+            }
+            if interrupted || at_end {
+                break 'run;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let checkpoint = match last_ckpt {
+        Some(c) => c,
+        None => checkpoint::save(out, &config, progress, &state)?,
+    };
+    let img_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    if interrupted {
+        eprintln!("interrupted: checkpoint saved in {}; continue with `trainer fit --out {} --resume`", checkpoint.display(), out.display());
+    }
+    if opts.knn_images > 0 && !interrupted {
+        let knn = knn_report(&config, &state.model, source, &train_idx, &val_idx, opts.knn_images, &device)?;
+        eprintln!("kNN (k=20, cosine) on Y, validation split: trained {:.2}% vs randomly initialised {:.2}%", knn.trained * 100.0, knn.random_init * 100.0);
+        metrics.write(KnnRecord { knn })?;
+        crate::fs::write_atomic(&out.join("knn.json"), &serde_json::to_vec_pretty(&knn)?)?;
+    }
+    Ok(FitSummary { steps: progress.step, checkpoint, interrupted, losses, img_per_s })
+}

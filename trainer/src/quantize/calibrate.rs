@@ -1,0 +1,47 @@
+//! Calibration: the f32 encoder's activation ranges over calibration images, which set the
+//! scales of the quantized activations.
+
+use crate::export::Layers;
+use dim_runtime::INPUT_LEN;
+use tract_onnx::prelude::*;
+
+/// Calibrated ranges of the quantized activations.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Ranges {
+    pub relu: [f32; 3],
+    pub pool: Option<f32>,
+    pub fc: f32,
+    /// Largest |y| over the calibration images (the scale y is printed with as int8).
+    pub y_abs: f32,
+}
+
+pub(crate) fn percentile(mut v: Vec<f32>, p: f64) -> f32 {
+    if v.is_empty() {
+        return 1.0;
+    }
+    let k = (((v.len() - 1) as f64) * p / 100.0).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    x.max(1e-6)
+}
+
+/// Runs the f32 encoder on `images` (`[n, 3, 32, 32]`) and returns the activation ranges.
+pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ranges> {
+    let mut names = vec!["relu1", "relu2", "relu3", "fc_relu"];
+    if layers.global_pool {
+        names.push("pool");
+    }
+    let bytes = layers.to_onnx(&names);
+    let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
+    let mut y_abs = 0f32;
+    for chunk in images.chunks(64 * INPUT_LEN) {
+        let t = Tensor::from_shape(&[chunk.len() / INPUT_LEN, 3, 32, 32], chunk)?;
+        let out = plan.run(tvec!(t.into_tvalue()))?;
+        y_abs = out[0].to_plain_array_view::<f32>()?.iter().fold(y_abs, |m, v| m.max(v.abs()));
+        for (i, v) in values.iter_mut().enumerate() {
+            v.extend(out[i + 1].to_plain_array_view::<f32>()?.iter().copied());
+        }
+    }
+    let mut r = values.into_iter().map(|v| percentile(v, pct));
+    Ok(Ranges { relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()], fc: r.next().unwrap(), pool: r.next(), y_abs })
+}
