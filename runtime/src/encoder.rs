@@ -11,13 +11,18 @@ use tract_onnx::tract_hir::internal::DimLike;
 /// An 8-bit image in HWC order (RGB with 3 channels, grey with 1), any size.
 #[derive(Debug, Clone, Copy)]
 pub struct Image<'a> {
+    /// `width · height · channels` bytes, row by row.
     pub pixels: &'a [u8],
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// 3 (RGB) or 1 (grey).
     pub channels: usize,
 }
 
 impl<'a> Image<'a> {
+    /// An RGB image (3 bytes a pixel).
     pub fn rgb(pixels: &'a [u8], width: usize, height: usize) -> Self {
         Self { pixels, width, height, channels: 3 }
     }
@@ -38,6 +43,15 @@ fn model_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl Encoder {
+    /// Loads an ONNX encoder file (f32 or int8, from `trainer export` / `trainer quantize`).
+    ///
+    /// ```no_run
+    /// let encoder = dim_runtime::Encoder::from_path("models/tiny/encoder.int8.onnx")?;
+    /// let pixels = vec![128u8; 64 * 48 * 3]; // any size: scaled and centre-cropped to 32×32
+    /// let y = encoder.embed(dim_runtime::Image::rgb(&pixels, 64, 48))?;
+    /// assert_eq!(y.len(), encoder.dim());
+    /// # Ok::<(), dim_runtime::Error>(())
+    /// ```
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;

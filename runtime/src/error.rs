@@ -2,6 +2,7 @@
 
 use crate::preprocess::PreprocessError;
 
+/// Why the runtime refused a model or an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image buffer does not match its stated size or format.
@@ -19,7 +20,13 @@ pub enum Error {
     #[cfg(feature = "std")]
     #[error("inference failed: {0}")]
     Run(std::string::String),
+    /// A model file could not be read.
     #[cfg(feature = "std")]
     #[error("{}: {source}", path.display())]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }

@@ -11,14 +11,17 @@
 //! through tract: load once, share across threads, embed images of any size.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+pub mod preprocess;
 #[cfg(feature = "std")]
 mod encoder;
 pub mod engine;
+pub mod prototypes;
 mod error;
-pub mod preprocess;
 
 #[cfg(feature = "std")]
 pub use encoder::{Encoder, Image};
 pub use error::Error;
 pub use preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE, PreprocessError, RGB32_LEN, Rgb32};
+pub use prototypes::PrototypeStore;

@@ -26,7 +26,12 @@ pub enum PreprocessError {
     /// Only 1 (grey) and 3 (RGB) channels are understood.
     Channels(usize),
     /// `pixels.len()` is not `width * height * channels`.
-    Length { expected: usize, got: usize },
+    Length {
+        /// `width · height · channels`.
+        expected: usize,
+        /// `pixels.len()`.
+        got: usize,
+    },
     /// The output slice is not [`INPUT_LEN`] long.
     Output(usize),
 }

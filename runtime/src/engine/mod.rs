@@ -14,41 +14,53 @@
 //! Activations live in two halves of the arena (ping-pong); nothing is allocated.
 
 pub mod blob;
-mod prototypes;
+pub mod ops;
 
 pub use blob::Model;
-pub use prototypes::PrototypeStore;
+use ops::{conv2d, round_even};
 
 /// Why a blob or a run was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
+    /// The bytes do not start with the blob's magic.
     #[error("not a dim-edge model blob (bad magic)")]
     NotABlob,
+    /// A blob of another format version.
     #[error("blob version {found}; this engine reads version {supported}")]
-    Version { found: u16, supported: u16 },
+    Version {
+        /// The blob's version.
+        found: u16,
+        /// The version this engine reads.
+        supported: u16,
+    },
+    /// Fewer bytes than the header or a layer says.
     #[error("the blob is truncated")]
     Truncated,
+    /// More bytes than the payload.
     #[error("the blob has bytes after its payload")]
     TrailingBytes,
+    /// The payload's CRC-32 differs from the header's.
     #[error("the blob's checksum does not match its payload")]
     Checksum,
+    /// Shapes or scales that no encoder has.
     #[error("invalid blob: {0}")]
     Invalid(&'static str),
+    /// [`Model::run`] was given a smaller arena than [`Model::arena_size`].
     #[error("the arena holds {got} bytes; this model needs {need}")]
-    ArenaTooSmall { need: usize, got: usize },
+    ArenaTooSmall {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// [`Model::run`] was given an output of another width than [`Model::dim`].
     #[error("the output holds {got} values; this model writes {need}")]
-    Output { need: usize, got: usize },
-}
-
-/// IEEE round-half-to-even, as tract rounds.
-fn round_even(x: f32) -> f32 {
-    libm::rintf(x)
-}
-
-/// tract's requantization of an int32 accumulator by `m`, clamped to uint8.
-fn requant(acc: i32, m: f32) -> u8 {
-    let a = acc as f32;
-    (round_even(a.abs() * m) * a.signum()).clamp(0.0, 255.0) as u8
+    Output {
+        /// Values written.
+        need: usize,
+        /// Values given.
+        got: usize,
+    },
 }
 
 impl Model<'_> {
@@ -110,25 +122,13 @@ impl Model<'_> {
         }
         if let Some(pool_scale) = self.pool_scale {
             let c3 = &self.convs[2];
-            let hw = c3.out_side * c3.out_side;
-            let inv = pool_scale.recip();
-            for (c, out) in b[..c3.out].iter_mut().enumerate() {
-                let sum: f32 = a[c * hw..(c + 1) * hw].iter().map(|&q| q as f32 * c3.y_scale).sum();
-                *out = round_even(sum / hw as f32 * inv).clamp(0.0, 255.0) as u8;
-            }
+            ops::average_pool(a, c3.out, c3.out_side * c3.out_side, c3.y_scale, pool_scale, b);
             core::mem::swap(&mut a, &mut b);
             seen(4, &a[..sizes[4]]);
         }
         conv2d(&self.fc, a, b);
         seen(sizes.len() - 1, &b[..sizes[sizes.len() - 1]]);
-        let d = &self.y;
-        for (n, out) in y.iter_mut().enumerate() {
-            let mut acc: i32 = 0;
-            for (k, &x) in b[..d.inp].iter().enumerate() {
-                acc = acc.wrapping_add(x as i32 * d.weight[k * d.out + n] as i8 as i32);
-            }
-            *out = acc as f32 * d.rescale.f32(n) + d.bias.f32(n);
-        }
+        ops::dense(&self.y, &b[..self.y.inp], y);
         Ok(())
     }
 
@@ -137,45 +137,6 @@ impl Model<'_> {
         let inv = self.y.print_scale.recip();
         for (o, v) in out.iter_mut().zip(y) {
             *o = round_even(v * inv).clamp(-127.0, 127.0) as i8;
-        }
-    }
-}
-
-/// Direct convolution, CHW uint8 in and out; `parse` guaranteed every index below is in bounds.
-/// Padding contributes `(zero − zero)·w = 0`, so each output sums over the kernel rows and
-/// columns that fall inside the map, found once per output row / column.
-fn conv2d(c: &blob::Conv, x: &[u8], y: &mut [u8]) {
-    let (k, s, p, side, os) = (c.kernel, c.stride, c.pad, c.in_side, c.out_side);
-    let zero = c.x_zero as i32;
-    // Kernel taps `lo..hi` that land inside the map, for output coordinate `o`.
-    let taps = |o: usize| {
-        let start = o * s;
-        let lo = p.saturating_sub(start);
-        (lo, k.min((side + p).saturating_sub(start)).max(lo))
-    };
-    for o in 0..c.out {
-        // tract folds `(w_scale·x_scale) / y_scale` with the division turned into a product by
-        // the reciprocal; the last bit of `m` decides values that land next to a .5.
-        let m = (c.w_scale.f32(o) * c.x_scale) * c.y_scale.recip();
-        let w_o = &c.weight[o * c.inp * k * k..(o + 1) * c.inp * k * k];
-        let bias = c.bias.i32(o);
-        for oy in 0..os {
-            let (ky0, ky1) = taps(oy);
-            for ox in 0..os {
-                let (kx0, kx1) = taps(ox);
-                let mut acc = bias;
-                for (x_i, w_i) in x.chunks_exact(side * side).zip(w_o.chunks_exact(k * k)) {
-                    for ky in ky0..ky1 {
-                        let at = (oy * s + ky - p) * side + ox * s + kx0 - p;
-                        let xs = &x_i[at..at + (kx1 - kx0)];
-                        let ws = &w_i[ky * k + kx0..ky * k + kx1];
-                        for (&xv, &wv) in xs.iter().zip(ws) {
-                            acc = acc.wrapping_add((xv as i32 - zero) * (wv as i8 as i32));
-                        }
-                    }
-                }
-                y[o * os * os + oy * os + ox] = requant(acc, m);
-            }
         }
     }
 }

@@ -95,39 +95,28 @@ impl QModel {
 
     /// The engine's blob (layout in `dim_runtime::engine::blob`).
     pub fn to_blob(&self) -> Vec<u8> {
-        let mut p = Vec::new();
-        let f = |p: &mut Vec<u8>, v: f32| p.extend(v.to_le_bytes());
-        f(&mut p, IMAGE_SCALE);
-        p.extend([self.pool_scale.is_some() as u8, 0, 0, 0]);
-        let conv = |p: &mut Vec<u8>, c: &QConv| {
-            p.extend((c.dims[0] as u16).to_le_bytes());
-            p.extend((c.dims[1] as u16).to_le_bytes());
-            p.extend([c.dims[2] as u8, c.stride as u8, c.pad as u8, 0]);
-            f(p, c.x_scale);
-            p.extend([c.x_zero, 0, 0, 0]);
-            f(p, c.y_scale);
-            p.extend(c.weight.iter().map(|&w| w as u8));
-            c.w_scale.iter().for_each(|&s| f(p, s));
-            c.bias.iter().for_each(|&b| p.extend(b.to_le_bytes()));
-        };
-        self.convs.iter().for_each(|c| conv(&mut p, c));
-        if let Some(s) = self.pool_scale {
-            f(&mut p, s);
+        fn conv(c: &QConv) -> blob::ConvSpec<'_> {
+            blob::ConvSpec {
+                out: c.dims[0],
+                inp: c.dims[1],
+                kernel: c.dims[2],
+                stride: c.stride,
+                pad: c.pad,
+                x_scale: c.x_scale,
+                x_zero: c.x_zero,
+                y_scale: c.y_scale,
+                weight: &c.weight,
+                w_scale: &c.w_scale,
+                bias: &c.bias,
+            }
         }
-        conv(&mut p, &self.fc);
-        p.extend((self.y.dims[0] as u16).to_le_bytes());
-        p.extend((self.y.dims[1] as u16).to_le_bytes());
-        p.extend(self.y.weight.iter().map(|&w| w as u8));
-        self.y.rescale.iter().for_each(|&s| f(&mut p, s));
-        self.y.bias.iter().for_each(|&b| f(&mut p, b));
-        f(&mut p, self.y.print_scale);
-        let mut out = Vec::with_capacity(blob::HEADER_LEN + p.len());
-        out.extend(blob::MAGIC);
-        out.extend(blob::VERSION.to_le_bytes());
-        out.extend([0, 0]);
-        out.extend((p.len() as u32).to_le_bytes());
-        out.extend(blob::checksum(&p).to_le_bytes());
-        out.extend(p);
-        out
+        let y = &self.y;
+        blob::write(&blob::ModelSpec {
+            image_scale: IMAGE_SCALE,
+            convs: [conv(&self.convs[0]), conv(&self.convs[1]), conv(&self.convs[2])],
+            pool_scale: self.pool_scale,
+            fc: conv(&self.fc),
+            y: blob::DenseSpec { inp: y.dims[0], out: y.dims[1], weight: &y.weight, rescale: &y.rescale, bias: &y.bias, print_scale: y.print_scale },
+        })
     }
 }

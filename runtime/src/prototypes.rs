@@ -15,8 +15,11 @@ pub struct PrototypeStore<const N: usize, const D: usize> {
 /// The closest prototype to a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Match {
+    /// The label of the most similar prototype.
     pub label: u16,
+    /// Its cosine similarity to the query, in [−1, 1].
     pub similarity: f32,
+    /// `1 − similarity`: high for what the store has never seen.
     pub novelty: f32,
 }
 
@@ -32,14 +35,27 @@ fn cosine<const D: usize>(a: &[i8; D], b: &[i8; D]) -> f32 {
 }
 
 impl<const N: usize, const D: usize> PrototypeStore<N, D> {
+    /// An empty store.
+    ///
+    /// ```
+    /// use dim_runtime::PrototypeStore;
+    /// let mut store = PrototypeStore::<8, 4>::new();
+    /// store.insert(1, [100, 0, 0, 0]).unwrap();
+    /// store.insert(2, [0, 100, 0, 0]).unwrap();
+    /// let m = store.nearest(&[90, 10, 0, 0]).unwrap();
+    /// assert_eq!(m.label, 1);
+    /// assert!(m.novelty < 0.01);
+    /// ```
     pub const fn new() -> Self {
         Self { items: Vec::new() }
     }
 
+    /// Prototypes stored.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
+    /// Whether none is stored.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
