@@ -116,3 +116,46 @@ fn every_objective_and_critic_trains_finite() {
         assert!(dim_trainer::fit::checkpoint::latest(&out).unwrap().unwrap().join("model.bpk").exists());
     }
 }
+
+/// Writes `<root>/<class>/<i>.png` for 2 classes; images whose index is in `bad` are truncated.
+fn png_folder(root: &std::path::Path, per_class: usize, bad: &[usize]) {
+    for (c, class) in ["ants", "bees"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(c * 200) as u8, (x * 7) as u8, (y * 7 + i as u32) as u8]));
+            let path = root.join(class).join(format!("{i:02}.png"));
+            img.save(&path).unwrap();
+            if bad.contains(&(c * per_class + i)) {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+            }
+        }
+    }
+}
+
+/// Runs `fit` on a thread; a run that does not end within two minutes fails the test (issue 17:
+/// a skipped last batch made the epoch never end, and `fit` spun forever).
+fn fit_within_limit(config: dim_trainer::fit::TrainConfig, out: std::path::PathBuf) -> Result<dim_trainer::fit::FitSummary, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(fit(config, &out, &opts(false)).map_err(|e| format!("{e:#}"))).unwrap());
+    rx.recv_timeout(std::time::Duration::from_secs(120)).expect("fit did not end: an epoch never finished")
+}
+
+#[test]
+fn skipped_batches_end_their_epoch_and_unreadable_data_stops_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 16 images, 4 truncated; 14 train in batches of 2: some batches keep one readable image.
+    png_folder(&data, 8, &[1, 6, 9, 12]);
+    let config = quick_config().with_data(Some(data.display().to_string())).with_validation_size(2).with_batch_size(2).with_epochs(4).with_skip_bad(true);
+    let s = fit_within_limit(config.clone(), dir.path().join("run")).unwrap();
+    let epochs = dim_trainer::fit::metrics::epochs(&dir.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(epochs.len(), 4, "every epoch ends");
+    assert!(s.steps < 4 * 7 && s.steps >= 4 * 3, "{} steps: batches without 2 readable images are skipped", s.steps);
+    // Every image unreadable: a clear error, not a spin.
+    let all_bad = dir.path().join("bad");
+    png_folder(&all_bad, 4, &(0..8).collect::<Vec<_>>());
+    let config = config.with_data(Some(all_bad.display().to_string()));
+    let err = fit_within_limit(config, dir.path().join("run2")).unwrap_err();
+    assert!(err.contains("readable images"), "{err}");
+}

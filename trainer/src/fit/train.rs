@@ -145,6 +145,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     let mut interrupted = false;
     'run: while progress.epoch < config.epochs && progress.step < total {
         let mut epoch = EpochSums::default();
+        let first_batch = progress.batch;
         for batch in loader.epoch(progress.epoch as u64, progress.batch) {
             let batch = match batch {
                 Ok(b) => b,
@@ -155,30 +156,39 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                     );
                 }
             };
-            if batch.len() < 2 {
-                progress.batch += 1;
-                continue;
+            // A batch with fewer than 2 readable images (--skip-bad) teaches nothing: DIM's
+            // negatives come from the other images. It still counts as read, so the epoch ends.
+            let stepped = batch.len() >= 2;
+            let mut rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            if stepped {
+                let t = std::time::Instant::now();
+                let (next, l) = step(&config, state, &batch, progress.step, &device).with_context(|| match &last_ckpt {
+                    Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
+                    None => "training stopped before the first checkpoint".to_string(),
+                })?;
+                state = next;
+                images += batch.len();
+                progress.step += 1;
+                losses.push(l.loss);
+                epoch.add(&l);
+                let img_per_s = batch.len() as f64 / t.elapsed().as_secs_f64();
+                metrics.write(StepRecord { step: progress.step, epoch: progress.epoch + 1, losses: l, img_per_s })?;
+                rate = images as f64 / started.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {:.4} local {:.4} prior {:.3} disc {:.3} | {rate:.0} img/s", l.loss, l.local_mi, l.prior, l.disc));
+                bar.set_position(progress.step as u64);
             }
-            let t = std::time::Instant::now();
-            let (next, l) = step(&config, state, &batch, progress.step, &device).with_context(|| match &last_ckpt {
-                Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
-                None => "training stopped before the first checkpoint".to_string(),
-            })?;
-            state = next;
-            images += batch.len();
-            progress.step += 1;
             progress.batch += 1;
-            losses.push(l.loss);
-            epoch.add(&l);
-            let img_per_s = batch.len() as f64 / t.elapsed().as_secs_f64();
-            metrics.write(StepRecord { step: progress.step, epoch: progress.epoch + 1, losses: l, img_per_s })?;
-            let rate = images as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {:.4} local {:.4} prior {:.3} disc {:.3} | {rate:.0} img/s", l.loss, l.local_mi, l.prior, l.disc));
-            bar.set_position(progress.step as u64);
             let at_end = progress.step >= total;
-            let periodic = config.checkpoint_every > 0 && progress.step % config.checkpoint_every == 0;
+            let periodic = stepped && config.checkpoint_every > 0 && progress.step % config.checkpoint_every == 0;
             interrupted |= INTERRUPTED.load(Ordering::SeqCst);
             if progress.batch >= per_epoch {
+                if epoch.steps == 0 && first_batch == 0 {
+                    bail!(
+                        "no batch of epoch {} held 2 readable images (every image skipped?): nothing was trained; check the data in {}",
+                        progress.epoch + 1,
+                        source.describe()
+                    );
+                }
                 progress.epoch += 1;
                 progress.batch = 0;
                 last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
