@@ -1,7 +1,7 @@
 //! The evaluation's estimators on problems with known answers.
 
 use dim_trainer::eval::estimators::{EstimatorConfig, Kind, concat_rows, correlated_gaussians, estimate};
-use dim_trainer::eval::probe::{ProbeConfig, ProbeKind, Rows, train_probe};
+use dim_trainer::probe::{ProbeConfig, ProbeKind, Rows, train_probe};
 
 /// MINE on d = 2 correlated Gaussian pairs, ρ = 0.8: I(X;Y) = −d/2·ln(1−ρ²) = ln(1/0.36) = 1.0217 nats.
 /// The DV bound is a lower bound estimated with a learned critic: accept [I − 0.15, I + 0.05].

@@ -5,7 +5,7 @@ use dim_trainer::fit::checkpoint;
 use dim_trainer::fit::{FitOptions, fit};
 
 fn opts(resume: bool) -> FitOptions {
-    FitOptions { resume, progress: false, knn_images: 0 }
+    FitOptions { resume, progress: false, knn_images: 0, monitor_every: 0 }
 }
 
 #[test]
@@ -158,4 +158,18 @@ fn skipped_batches_end_their_epoch_and_unreadable_data_stops_with_an_error() {
     let config = config.with_data(Some(all_bad.display().to_string()));
     let err = fit_within_limit(config, dir.path().join("run2")).unwrap_err();
     assert!(err.contains("readable images"), "{err}");
+}
+
+/// `--monitor-every 1`: one monitor line per epoch, with the split it used and accuracies that
+/// beat chance on the built-in shapes (10 classes) after two epochs.
+#[test]
+fn the_monitor_measures_every_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = quick_config().with_synthetic_images(640).with_validation_size(160).with_epochs(2).with_learning_rate(1e-3);
+    fit(config, &out, &FitOptions { monitor_every: 1, ..opts(false) }).unwrap();
+    let m = dim_trainer::fit::metrics::monitors(&out.join("metrics.jsonl")).unwrap();
+    assert_eq!(m.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((m[1].train_images, m[1].test_images), (480, 160));
+    assert!(m[1].knn > 20.0 && m[1].linear_probe > 20.0, "{:?}", m[1]);
 }

@@ -43,7 +43,7 @@ fn training(run: &Path) -> anyhow::Result<Training> {
                 t.epochs = t.epochs.max(e.epoch_end as u64);
                 t.per_epoch.insert(e.epoch_end as u64, [e.losses.loss, e.losses.local_mi, e.losses.prior]);
             }
-            Record::Knn(_) => {}
+            Record::Knn(_) | Record::Monitor(_) => {}
         }
     }
     t.rate /= n.max(1.0);

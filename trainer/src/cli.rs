@@ -168,6 +168,10 @@ pub struct FitArgs {
     /// Train images embedded for the final kNN probe on Y (0 = skip).
     #[arg(long, default_value_t = 10000)]
     pub knn_images: usize,
+    /// After every N epochs, kNN and a linear probe on Y over a fixed 5,000 / 5,000 split, into
+    /// metrics.jsonl (0 = never). Seconds per run on a CPU.
+    #[arg(long, default_value_t = 0)]
+    pub monitor_every: usize,
 }
 
 #[derive(clap::Args)]

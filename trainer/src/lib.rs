@@ -10,7 +10,8 @@
 //! - [`eval`]: probes, kNN, MINE and NDM through the runtime; `check` of a deployed encoder.
 //! - [`card`]: a shipped model's README from its measurements.
 //! - [`bench`]: training throughput and where the step's time goes.
-//! - [`knn`] and [`fs`]: the kNN vote both `fit` and `eval` use, and atomic file writes.
+//! - [`knn`], [`probe`] and [`fs`]: the kNN vote and the classifier probes that both `fit`'s
+//!   monitor and `eval` use, and atomic file writes.
 
 pub mod data;
 pub mod model;
@@ -22,4 +23,5 @@ pub mod eval;
 pub mod card;
 pub mod bench;
 pub mod knn;
+pub mod probe;
 pub mod fs;

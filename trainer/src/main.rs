@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
                 }
             })
             .context("cannot install the Ctrl-C handler")?;
-            let opts = fit::FitOptions { resume: args.resume, progress: true, knn_images: args.knn_images };
+            let opts = fit::FitOptions { resume: args.resume, progress: true, knn_images: args.knn_images, monitor_every: args.monitor_every };
             let s = fit::fit(config, &args.out, &opts)?;
             println!("trained {} steps ({:.0} img/s); checkpoint: {}", s.steps, s.img_per_s, s.checkpoint.display());
             println!("outputs in {}: config.json, metrics.jsonl, checkpoints/", args.out.display());

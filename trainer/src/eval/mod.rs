@@ -10,16 +10,15 @@
 
 pub mod check;
 pub mod estimators;
-pub mod probe;
 pub mod report;
 pub mod run;
 
 use crate::data::{self, ImageSource};
 use crate::export::PROBE_LAYERS;
 use crate::knn;
+use crate::probe::{self, ProbeConfig, ProbeKind, Rows};
 use anyhow::Context;
 use estimators::{EstimatorConfig, Kind};
-use probe::{ProbeConfig, ProbeKind, Rows};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

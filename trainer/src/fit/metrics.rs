@@ -6,6 +6,7 @@
 //! [`read`] skips.
 
 use super::knn::KnnReport;
+use super::monitor::MonitorReport;
 use super::step::StepLosses;
 use anyhow::Context;
 use std::io::Write;
@@ -37,6 +38,12 @@ pub struct KnnRecord {
     pub knn: KnnReport,
 }
 
+/// The online monitor's line after an epoch (`fit --monitor-every N`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorRecord {
+    pub monitor: MonitorReport,
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
@@ -44,6 +51,7 @@ pub enum Record {
     Step(StepRecord),
     Epoch(EpochRecord),
     Knn(KnnRecord),
+    Monitor(MonitorRecord),
 }
 
 /// Appends records to a run's `metrics.jsonl`.
@@ -71,6 +79,11 @@ impl From<StepRecord> for Record {
 impl From<EpochRecord> for Record {
     fn from(r: EpochRecord) -> Self {
         Self::Epoch(r)
+    }
+}
+impl From<MonitorRecord> for Record {
+    fn from(r: MonitorRecord) -> Self {
+        Self::Monitor(r)
     }
 }
 impl From<KnnRecord> for Record {
@@ -121,4 +134,9 @@ mod tests {
         }
         assert_eq!((steps(&path).unwrap().len(), epochs(&path).unwrap().len()), (1, 1));
     }
+}
+
+/// The monitor records of `path`.
+pub fn monitors(path: &Path) -> anyhow::Result<Vec<MonitorReport>> {
+    Ok(read(path)?.into_iter().filter_map(|r| if let Record::Monitor(m) = r { Some(m.monitor) } else { None }).collect())
 }

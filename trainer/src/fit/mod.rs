@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod knn;
 pub mod metrics;
+pub mod monitor;
 pub mod state;
 pub mod step;
 pub mod train;

@@ -6,7 +6,8 @@
 use super::checkpoint::{self, Progress};
 use super::config::TrainConfig;
 use super::knn::knn_report;
-use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, StepRecord};
+use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, MonitorRecord, StepRecord};
+use super::monitor;
 use super::state::{device, new_state};
 use super::step::{StepLosses, step};
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
@@ -51,6 +52,8 @@ pub struct FitOptions {
     pub progress: bool,
     /// Train images embedded for the final kNN probe (0 = skip it).
     pub knn_images: usize,
+    /// Run the online monitor after every this many epochs (0 = never); see [`monitor`].
+    pub monitor_every: usize,
 }
 
 /// The loader `fit` trains from: shuffled, seeded, whole batches, the configured augmentation.
@@ -199,6 +202,13 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                 );
                 bar.suspend(|| eprintln!("{msg}"));
                 metrics.write(EpochRecord { epoch_end: progress.epoch, losses: m })?;
+                if opts.monitor_every > 0 && progress.epoch % opts.monitor_every == 0 {
+                    let r = monitor::measure(&config, &state.model, source.clone(), &train_idx, &val_idx, progress.epoch, &device)?;
+                    bar.suspend(|| {
+                        eprintln!("monitor after epoch {}: kNN {:.2}%, linear probe {:.2}% on Y ({:.0} s)", r.epoch, r.knn, r.linear_probe, r.seconds)
+                    });
+                    metrics.write(MonitorRecord { monitor: r })?;
+                }
             } else if at_end || periodic || interrupted {
                 last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
             }

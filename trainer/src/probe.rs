@@ -1,4 +1,5 @@
-//! Classifier probes on frozen representations (the paper's protocol).
+//! Classifier probes on frozen representations (the paper's protocol), used by `eval` and by
+//! `fit`'s online monitor.
 //!
 //! - nonlinear: linear 200, BatchNorm, dropout 0.1, ReLU, linear to the classes;
 //! - linear: one linear layer (multinomial logistic regression).
