@@ -304,10 +304,14 @@ pub struct CheckArgs {
     pub out: PathBuf,
 }
 
-/// The config `fit` runs with: defaults, then `--config FILE`, then flags.
+/// The config `fit` runs with: defaults (or, on `--resume`, the run's `config.json`), then
+/// `--config FILE`, then flags.
 pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
+    // On --resume the run's own config is the base: a flag changes only what it names.
+    let saved = a.out.join("config.json");
     let mut c = match &a.config {
         Some(p) => TrainConfig::load_file(p)?,
+        None if a.resume && saved.exists() => TrainConfig::load_file(&saved)?,
         None => TrainConfig::new(),
     };
     macro_rules! set {
@@ -319,6 +323,9 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     }
     if a.max_steps.is_some() {
         c.max_steps = a.max_steps;
+    } else if a.epochs.is_some() {
+        // A new length in epochs replaces a step limit the run was given before.
+        c.max_steps = None;
     }
     if let Some(d) = &a.data {
         c.data = Some(d.to_string_lossy().into_owned());

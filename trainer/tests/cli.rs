@@ -53,6 +53,31 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
 }
 
+/// Issue 17: `--resume` continues the run in OUT with its own config — a flag changes only what it
+/// names, a new `--epochs` replaces an old `--max-steps` — and refuses what would make it another
+/// run (another model, other images).
+#[test]
+fn resume_keeps_the_runs_config_and_refuses_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let fit = |args: &[&str]| trainer().arg("fit").arg("--out").arg(&run).args(args).output().unwrap();
+    let first = fit(&[&["--data", "builtin:shapes:400", "--validation-size", "100", "--max-steps", "3"][..], QUICK].concat());
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let out = fit(&["--resume", "--epochs", "1", "--knn-images", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["data"].as_str(), config["model"].as_str(), config["epochs"].as_u64()), (Some("builtin:shapes:400"), Some("tiny"), Some(1)));
+    assert!(config["max_steps"].is_null(), "{config}");
+    let steps = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"step\"")).count();
+    assert_eq!(steps, 300 / 8, "one whole epoch of the run's own data and batch size");
+    let out = fit(&["--resume", "--epochs", "2", "--model", "dim32"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("drop them"), "{err}");
+    let out = fit(&["--resume", "--epochs", "2", "--data", "builtin:shapes:500"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("trained on 400"), "{err}");
+}
+
 /// fit → export → quantize → eval (f32 reference) → check (int8) passes; a reference that
 /// claims more than the model delivers makes `check` exit 2 (not 1, an error) and name the measure.
 #[test]

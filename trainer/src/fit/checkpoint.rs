@@ -21,6 +21,9 @@ pub struct Progress {
     pub epoch: usize,
     /// Next batch of that epoch.
     pub batch: usize,
+    /// Images in the data the run trains on (the split depends on it); absent in older runs.
+    #[serde(default)]
+    pub images: Option<usize>,
 }
 
 const KEEP: usize = 2;

@@ -80,8 +80,8 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
     }
     let config = match &resume_from {
         Some(ck) => {
-            let saved = checkpoint::load_config(ck)?;
-            TrainConfig { epochs: config.epochs, max_steps: config.max_steps, checkpoint_every: config.checkpoint_every, ..saved }
+            same_run(&checkpoint::load_config(ck)?, &config).with_context(|| format!("cannot resume {}", ck.display()))?;
+            config
         }
         None if checkpoint::latest(out)?.is_some() => {
             bail!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display())
@@ -91,6 +91,48 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
     config.validate()?;
     config.save(out.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.join("config.json").display()))?;
     Ok((config, resume_from))
+}
+
+/// Whether `new` can continue a run saved with `saved`: the same model and state (critics,
+/// discriminator), the same batch size (the epoch position counts batches) and the same split
+/// (seed, validation size). The rest — length, learning rate, data path, augmentation, … — may
+/// change on resume; what changed is printed.
+fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
+    let shape = |c: &TrainConfig| (c.model, c.local_critic, c.critic_width, c.alpha > 0.0, c.beta > 0.0, c.gamma > 0.0, c.batch_size);
+    if shape(saved) != shape(new) {
+        bail!(
+            "the checkpoint is a {:?} run (critic {:?} W={}, α={} β={} γ={}, batch {}); these flags ask for {:?} (critic {:?} W={}, α={} β={} γ={}, batch {}): drop them, or start a new run in another --out",
+            saved.model,
+            saved.local_critic,
+            saved.critic_width,
+            saved.alpha,
+            saved.beta,
+            saved.gamma,
+            saved.batch_size,
+            new.model,
+            new.local_critic,
+            new.critic_width,
+            new.alpha,
+            new.beta,
+            new.gamma,
+            new.batch_size
+        );
+    }
+    let split = |c: &TrainConfig| (c.seed, c.validation_size, c.data.is_none().then_some(c.synthetic_images));
+    if split(saved) != split(new) {
+        bail!(
+            "the run's train/validation split came from seed {}, validation size {}; resuming with other values would train on other images",
+            saved.seed,
+            saved.validation_size
+        );
+    }
+    let (a, b) = (serde_json::to_value(saved)?, serde_json::to_value(new)?);
+    let changed: Vec<String> =
+        a.as_object().into_iter().flatten().filter(|(k, v)| b.get(k.as_str()) != Some(v)).map(|(k, v)| format!("{k}: {v} → {}", b[k.as_str()])).collect();
+    if !changed.is_empty() {
+        eprintln!("resuming with changes: {}", changed.join(", "));
+    }
+    Ok(())
 }
 
 fn progress_bar(show: bool, total: usize, at: usize) -> indicatif::ProgressBar {
@@ -131,8 +173,16 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     if let Some(ck) = &resume_from {
         state = checkpoint::load_into(ck, &config, &device, state)?;
         progress = checkpoint::load_progress(ck)?;
+        if let Some(n) = progress.images.filter(|&n| n != source.len()) {
+            bail!(
+                "{} holds {} images but the run trained on {n}: the train/validation split would change. Restore the data (or pass the --data it trained on)",
+                source.describe(),
+                source.len()
+            );
+        }
         eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
     }
+    progress.images = Some(source.len());
     let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
