@@ -65,7 +65,8 @@ pub fn to_rgb32(pixels: &[u8], width: usize, height: usize, channels: usize, out
     if channels != 1 && channels != 3 {
         return Err(PreprocessError::Channels(channels));
     }
-    let expected = width * height * channels;
+    // A hostile header's width × height × channels can exceed usize: checked, never wrapped.
+    let expected = width.checked_mul(height).and_then(|n| n.checked_mul(channels)).unwrap_or(usize::MAX);
     if pixels.len() != expected {
         return Err(PreprocessError::Length { expected, got: pixels.len() });
     }
@@ -191,6 +192,9 @@ mod tests {
         assert_eq!(to_rgb32(&[0; 10], 0, 5, 3, &mut rgb), Err(PreprocessError::Empty));
         assert_eq!(to_rgb32(&[0; 8], 2, 2, 2, &mut rgb), Err(PreprocessError::Channels(2)));
         assert_eq!(to_rgb32(&[0; 11], 2, 2, 3, &mut rgb), Err(PreprocessError::Length { expected: 12, got: 11 }));
+        // Dimensions whose product overflows are refused, not wrapped into a small length.
+        let huge = usize::MAX / 2 + 1;
+        assert_eq!(to_rgb32(&[0; 12], huge, 4, 3, &mut rgb), Err(PreprocessError::Length { expected: usize::MAX, got: 12 }));
         let mut short = [0f32; 5];
         assert_eq!(rgb32_to_input(&rgb, &mut short), Err(PreprocessError::Output(5)));
     }

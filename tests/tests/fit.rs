@@ -173,3 +173,23 @@ fn the_monitor_measures_every_epoch() {
     assert_eq!((m[1].train_images, m[1].test_images), (480, 160));
     assert!(m[1].knn > 20.0 && m[1].linear_probe > 20.0, "{:?}", m[1]);
 }
+
+/// Issue 17: a process killed after its last checkpoint leaves step lines the resumed run writes
+/// again; `metrics.jsonl` must hold each step once.
+#[test]
+fn resume_drops_the_metrics_written_after_the_checkpoint() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    fit(quick_config().with_max_steps(Some(5)), &out, &opts(false)).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(out.join("metrics.jsonl")).unwrap();
+    for step in [6, 7] {
+        writeln!(f, "{{\"step\":{step},\"epoch\":1,\"loss\":9.0,\"local_mi\":0.0,\"global_mi\":0.0,\"prior\":0.0,\"disc\":0.0,\"img_per_s\":1.0}}").unwrap();
+    }
+    f.write_all(b"{\"step\":8,\"ep").unwrap(); // and a torn last line
+    drop(f);
+    fit(quick_config().with_max_steps(Some(8)), &out, &opts(true)).unwrap();
+    let steps: Vec<u64> = step_losses(&out).iter().map(|s| s.0).collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    assert!(step_losses(&out).iter().all(|s| s.1 != 9.0), "the killed process's lines are gone");
+}

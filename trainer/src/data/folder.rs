@@ -53,8 +53,20 @@ pub fn decode_file(path: &Path) -> Result<Rgb32, DataError> {
 }
 
 /// Decodes an encoded image (PNG, JPEG) to 32×32 RGB; `path` names it in errors.
+/// Largest side and decoded size accepted: photos are welcome, a 20000×20000 header is not
+/// (decoding it would take gigabytes before the image is scaled to 32×32).
+const MAX_SIDE: u32 = 8192;
+const MAX_DECODED_BYTES: u64 = 256 << 20;
+
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Rgb32, DataError> {
-    let img = image::load_from_memory(bytes).map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?.to_rgb8();
+    let decode_err = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_err(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| decode_err(e.to_string()))?.to_rgb8();
     let mut out = [0u8; super::IMAGE_BYTES];
     dim_runtime::preprocess::to_rgb32(img.as_raw(), img.width() as usize, img.height() as usize, 3, &mut out)
         .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -110,6 +122,20 @@ pub(crate) mod tests {
         // 40 wide → centre 32 columns start at x = 4, green = 6x.
         assert_eq!(png0[1], 24);
         assert!((png[0] as i32 - 200).abs() <= 8, "JPEG red near 200: {}", png[0]);
+    }
+
+    /// A header that promises 20000×20000 pixels is refused before anything that large is made.
+    #[test]
+    fn oversized_images_are_refused() {
+        let mut png = Vec::new();
+        image::GrayImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        // Patch the IHDR width and height (bytes 16..24) and its CRC (bytes 29..33).
+        png[16..20].copy_from_slice(&20000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20000u32.to_be_bytes());
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_bytes(&png, Path::new("huge.png")).unwrap_err().to_string();
+        assert!(err.contains("huge.png") && err.to_lowercase().contains("limit"), "{err}");
     }
 
     #[test]

@@ -36,13 +36,26 @@ pub(super) fn find_pair(dir: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
     Some((images.clone(), labels))
 }
 
+/// Largest IDX payload read (4 GiB would be 4 million 32×32 images): a gzip bomb or a forged
+/// header stops here, before memory runs out.
+const MAX_IDX_BYTES: u64 = 1 << 31;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    read_capped(path, MAX_IDX_BYTES)
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        // Decompress no more than the cap (+1 byte to tell "exactly the cap" from "more").
         flate2::read::GzDecoder::new(&raw[..])
+            .take(cap + 1)
             .read_to_end(&mut out)
             .map_err(|e| DataError::format(path, format!("corrupt gzip stream ({e}); re-download the file")))?;
+        if out.len() as u64 > cap {
+            return Err(DataError::format(path, format!("decompresses to more than {cap} bytes; not an image set this tool reads")));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -151,6 +164,22 @@ pub(crate) mod tests {
         assert_eq!(src.classes().len(), 8);
         let img = src.load(2).unwrap();
         assert!(img.iter().all(|&v| v == 200));
+    }
+
+    /// A small gzip that inflates past the cap stops at the cap, not after inflating it all.
+    #[test]
+    fn gzip_bombs_stop_at_the_cap() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t10k-images-idx3-ubyte.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 1 << 20]).unwrap();
+        let gz = e.finish().unwrap();
+        assert!(gz.len() < 4096, "1 MiB of zeros packs small");
+        std::fs::write(&path, gz).unwrap();
+        let err = read_capped(&path, 1000).unwrap_err().to_string();
+        assert!(err.contains("more than 1000 bytes") && err.contains("t10k-images"), "{err}");
+        assert_eq!(read_capped(&path, 1 << 20).unwrap().len(), 1 << 20);
     }
 
     #[test]

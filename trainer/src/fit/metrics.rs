@@ -92,6 +92,27 @@ impl From<KnnRecord> for Record {
     }
 }
 
+/// Keeps only what happened up to a checkpoint at `step` / `epoch` (finished epochs): on resume,
+/// the lines a killed process wrote after its last checkpoint are written again by the resumed
+/// one, and must not appear twice. The file is replaced atomically; a missing file is fine.
+pub fn truncate_after(path: &Path, step: usize, epoch: usize) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let keep = |r: &Record| match r {
+        Record::Step(s) => s.step <= step,
+        Record::Epoch(e) => e.epoch_end <= epoch,
+        Record::Monitor(m) => m.monitor.epoch <= epoch,
+        Record::Knn(_) => true,
+    };
+    let mut text = String::new();
+    for r in read(path)?.iter().filter(|r| keep(r)) {
+        text += &serde_json::to_string(r)?;
+        text.push('\n');
+    }
+    crate::fs::write_atomic(path, text.as_bytes())
+}
+
 /// Every readable record of `path`, in order (a torn or foreign line is skipped).
 pub fn read(path: &Path) -> anyhow::Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -5,6 +5,7 @@ use super::adam::FusedAdam;
 use super::config::{BackendKind, TrainConfig};
 use crate::model::{DimModel, PriorDiscriminator};
 use anyhow::bail;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
@@ -33,15 +34,34 @@ pub fn device(kind: BackendKind) -> anyhow::Result<Device> {
     Ok(d)
 }
 
+/// Touches every float parameter, which makes burn create the lazily initialised ones now.
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Held while a run seeds the backend's RNG and draws its initial parameters.
+///
+/// burn seeds the RNG per backend, not per run, and creates parameters lazily on first use: two
+/// runs started together in one process (the tests, a notebook) would interleave their draws
+/// and neither would be reproducible. Seeding, building and materialising under one lock keeps
+/// every run's initialisation a function of its seed alone.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Fresh model, discriminator and optimisers for `config` (seeded initialisation).
 pub fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(config.seed);
     // burn's Adam (β 0.9 / 0.999, ε 1e-8) in one pass per parameter: see `adam`.
     let adam = FusedAdam::new(1e-8);
-    TrainState {
-        model: config.model_config().init(device),
-        optim: adam.init(),
-        disc: (config.gamma > 0.0).then(|| PriorDiscriminator::new(config.encoder().y_dim, device)),
-        disc_optim: adam.init(),
+    let model = config.model_config().init(device);
+    model.visit(&mut Materialise);
+    let disc = (config.gamma > 0.0).then(|| PriorDiscriminator::new(config.encoder().y_dim, device));
+    if let Some(d) = &disc {
+        d.visit(&mut Materialise);
     }
+    TrainState { model, optim: adam.init(), disc, disc_optim: adam.init() }
 }

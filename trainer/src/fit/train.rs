@@ -181,6 +181,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
             );
         }
         eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
+        super::metrics::truncate_after(&out.join("metrics.jsonl"), progress.step, progress.epoch)?;
     }
     progress.images = Some(source.len());
     let loader = train_loader(&config, source.clone(), train_idx.clone());
