@@ -173,6 +173,7 @@ pub fn run(checkpoint: &std::path::Path, out: &std::path::Path, with_local: bool
     let ck = checkpoint::resolve(checkpoint)?;
     let config = checkpoint::load_config(&ck)?;
     let model = checkpoint::load_model(&ck, &config, &Device::flex())?;
+    checkpoint::ensure_finite(&model.encoder, &format!("the encoder in {}", ck.display()))?;
     let bytes = to_onnx(&model.encoder, with_local);
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     crate::fs::write_atomic(out, &bytes)?; // creates `dir`

@@ -42,8 +42,36 @@ fn sync_dir(path: &Path) {
     }
 }
 
-/// Writes a checkpoint for `progress`; returns its folder.
+/// Counts the non-finite values of every float parameter it visits.
+#[derive(Default)]
+struct NonFinite(usize);
+
+impl burn::module::ModuleVisitor for NonFinite {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let v = param.val();
+        self.0 += (v.clone().is_nan().int().sum().into_scalar::<i64>() + v.is_inf().int().sum().into_scalar::<i64>()) as usize;
+    }
+}
+
+/// Refuses a model with NaN or infinite weights: the loss is checked before each update, but an
+/// update can still overflow, and such a model must neither become "the last good checkpoint"
+/// nor be exported.
+pub fn ensure_finite(model: &impl Module, what: &str) -> anyhow::Result<()> {
+    let mut v = NonFinite::default();
+    model.visit(&mut v);
+    if v.0 > 0 {
+        bail!("{what} holds {} NaN or infinite weights; lower --learning-rate and resume from an earlier checkpoint", v.0);
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint for `progress`; returns its folder. A model with non-finite weights is
+/// not written (see [`ensure_finite`]).
 pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainState) -> anyhow::Result<PathBuf> {
+    ensure_finite(&state.model, &format!("the model after step {}", progress.step))?;
+    if let Some(d) = &state.disc {
+        ensure_finite(d, &format!("the prior discriminator after step {}", progress.step))?;
+    }
     let root = dir(out);
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("step-{:08}", progress.step);
@@ -145,4 +173,29 @@ pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: Trai
         None => (None, state.disc_optim),
     };
     Ok(TrainState { model, optim, disc, disc_optim })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::config::ModelKind;
+
+    /// Issue 17: a model whose weights overflowed is not saved, and `latest` keeps pointing at the
+    /// last good checkpoint.
+    #[test]
+    fn models_with_non_finite_weights_are_not_saved() {
+        let config = TrainConfig::new().with_model(ModelKind::Tiny).with_critic_width(16);
+        let mut state = crate::fit::new_state(&config, &Device::flex().autodiff());
+        let dir = tempfile::tempdir().unwrap();
+        let good = save(dir.path(), &config, Progress { step: 1, ..Progress::default() }, &state).unwrap();
+        let w = state.model.encoder.y.weight.val();
+        let [rows, cols] = w.dims();
+        let mut values = w.into_data().try_to_vec::<f32>().unwrap();
+        values[0] = f32::NAN;
+        let poisoned = Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &Device::flex().autodiff());
+        state.model.encoder.y.weight = burn::module::Param::from_tensor(poisoned);
+        let err = save(dir.path(), &config, Progress { step: 2, ..Progress::default() }, &state).unwrap_err().to_string();
+        assert!(err.contains("1 NaN or infinite") && err.contains("step 2"), "{err} ({rows}×{cols})");
+        assert_eq!(latest(dir.path()).unwrap(), Some(good));
+    }
 }

@@ -8,7 +8,7 @@ use super::config::TrainConfig;
 use super::knn::knn_report;
 use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, MonitorRecord, StepRecord};
 use super::monitor;
-use super::state::{device, new_state};
+use super::state::{TrainState, device, new_state};
 use super::step::{StepLosses, step};
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use anyhow::{Context, bail};
@@ -135,6 +135,15 @@ fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A checkpoint after a step; when it is refused (non-finite weights), the error names the last
+/// good one.
+fn save_after_step(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainState, last: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    checkpoint::save(out, config, progress, state).with_context(|| match last {
+        Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
+        None => "training stopped before the first checkpoint".to_string(),
+    })
+}
+
 fn progress_bar(show: bool, total: usize, at: usize) -> indicatif::ProgressBar {
     let bar = if show { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}").unwrap().progress_chars("=> "));
@@ -245,7 +254,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                 }
                 progress.epoch += 1;
                 progress.batch = 0;
-                last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
+                last_ckpt = Some(save_after_step(out, &config, progress, &state, &last_ckpt)?);
                 let m = epoch.mean();
                 let msg = format!(
                     "epoch {}/{}: loss {:.4} local MI {:.4} prior {:.4} disc {:.4} ({rate:.0} img/s)",
@@ -261,7 +270,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                     metrics.write(MonitorRecord { monitor: r })?;
                 }
             } else if at_end || periodic || interrupted {
-                last_ckpt = Some(checkpoint::save(out, &config, progress, &state)?);
+                last_ckpt = Some(save_after_step(out, &config, progress, &state, &last_ckpt)?);
             }
             if interrupted || at_end {
                 break 'run;
