@@ -10,8 +10,8 @@
 //! - [`eval`]: probes, kNN, MINE and NDM through the runtime; `check` of a deployed encoder.
 //! - [`card`]: a shipped model's README from its measurements.
 //! - [`bench`]: training throughput and where the step's time goes.
-//! - [`knn`], [`probe`] and [`fs`]: the kNN vote and the classifier probes that both `fit`'s
-//!   monitor and `eval` use, and atomic file writes.
+//! - [`knn`], [`probe`], [`fs`] and [`progress`]: the kNN vote and the classifier probes that both `fit`'s
+//!   monitor and `eval` use, atomic file writes and progress bars.
 
 pub mod data;
 pub mod model;
@@ -25,3 +25,4 @@ pub mod bench;
 pub mod knn;
 pub mod probe;
 pub mod fs;
+pub mod progress;

@@ -137,11 +137,14 @@ pub fn represent(encoder: &dim_runtime::Encoder, layers: bool, source: &dyn Imag
     let labels = indices.iter().map(|&i| source.label(i)).collect();
     let n = indices.len().max(1);
     let mut out: Vec<Vec<f32>> = Vec::new();
+    let bar = crate::progress::bar(true, indices.len(), "images embedded");
     for chunk in images.chunks(256 * dim_runtime::INPUT_LEN) {
         let parts = if layers { encoder.embed_layers(chunk)? } else { vec![encoder.embed_preprocessed(chunk)?] };
         out.resize(parts.len(), Vec::new());
         out.iter_mut().zip(parts).for_each(|(o, p)| o.extend(p));
+        bar.inc((chunk.len() / dim_runtime::INPUT_LEN) as u64);
     }
+    bar.finish_and_clear();
     let names = ["y", "conv", "fc"];
     let layers = out.into_iter().enumerate().map(|(i, v)| (names[i], v.len() / n, v)).collect();
     Ok(Split { images, labels, layers })

@@ -56,14 +56,14 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// The font plotters draws text with: DejaVu Sans from the system (Debian `fonts-dejavu-core`,
-/// which `scripts/setup` installs); plotters' `ab_glyph` backend needs the bytes registered.
+/// The font plotters draws text with: DejaVu Sans, compiled in (the `dejavu` crate), so plots
+/// come out the same on any OS with no font installed; plotters' `ab_glyph` backend needs the
+/// bytes registered once.
 fn register_font() -> anyhow::Result<()> {
     static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        let path = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e} (install Debian's fonts-dejavu-core)"))?;
-        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).map_err(|_| format!("{path}: not a usable font"))
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| "the embedded DejaVu Sans is not a usable font".to_string())
     })
     .clone()
     .map_err(anyhow::Error::msg)

@@ -144,13 +144,6 @@ fn save_after_step(out: &Path, config: &TrainConfig, progress: Progress, state: 
     })
 }
 
-fn progress_bar(show: bool, total: usize, at: usize) -> indicatif::ProgressBar {
-    let bar = if show { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}").unwrap().progress_chars("=> "));
-    bar.set_position(at as u64);
-    bar
-}
-
 /// Running sums of an epoch's loss terms.
 #[derive(Default)]
 struct EpochSums {
@@ -199,7 +192,8 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
         bail!("{} training images make no batch of {}; lower --batch-size", train_idx.len(), config.batch_size);
     }
     let total = (config.epochs * per_epoch).min(config.max_steps.unwrap_or(usize::MAX));
-    let bar = progress_bar(opts.progress, total, progress.step);
+    let bar = crate::progress::bar(opts.progress, total, "steps");
+    bar.set_position(progress.step as u64);
     let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"))?;
     let mut losses = Vec::new();
     let started = std::time::Instant::now();

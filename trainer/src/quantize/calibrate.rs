@@ -34,7 +34,9 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
     let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
     let mut y_abs = 0f32;
+    let bar = crate::progress::bar(true, images.len() / INPUT_LEN, "images calibrated");
     for chunk in images.chunks(64 * INPUT_LEN) {
+        bar.inc((chunk.len() / INPUT_LEN) as u64);
         let t = Tensor::from_shape(&[chunk.len() / INPUT_LEN, 3, 32, 32], chunk)?;
         let out = plan.run(tvec!(t.into_tvalue()))?;
         y_abs = out[0].to_plain_array_view::<f32>()?.iter().fold(y_abs, |m, v| m.max(v.abs()));
@@ -42,6 +44,7 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
             v.extend(out[i + 1].to_plain_array_view::<f32>()?.iter().copied());
         }
     }
+    bar.finish_and_clear();
     let mut r = values.into_iter().map(|v| percentile(v, pct));
     Ok(Ranges { relu: [r.next().unwrap(), r.next().unwrap(), r.next().unwrap()], fc: r.next().unwrap(), pool: r.next(), y_abs })
 }
