@@ -40,7 +40,7 @@ pub fn open_data(config: &TrainConfig) -> anyhow::Result<SplitData> {
         None => Arc::new(Shapes::new(config.synthetic_images, config.seed)),
     };
     let (train, val) = data::split(source.len(), config.validation_size, config.seed);
-    // Every epoch reads every training image again: decode each once (issue 11: the loader must
+    // Every epoch reads every training image again: decode each once (the loader must
     // keep up with the step; CIFAR-10 is 150 MB decoded).
     Ok((Arc::new(Cached::new(source)), train, val))
 }

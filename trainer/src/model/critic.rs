@@ -293,7 +293,7 @@ mod tests {
     }
 
     /// The reassociated encode-and-dot scores (BatchNorm folded) give the loss and every gradient
-    /// of the literal form within 1e-5 (issue 11), for each estimator, with non-zero biases.
+    /// of the literal form within 1e-5, for each estimator, with non-zero biases.
     ///
     /// Two forms that round differently can put a pre-activation within rounding distance of 0
     /// on opposite sides of the ReLU; that unit's whole gradient then differs (both are right
