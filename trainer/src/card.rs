@@ -126,14 +126,23 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     write_golden(dir, data, &config)?;
     let report: Report = read_json(&dir.join("eval/report.json"))?;
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
-    let quant: crate::quantize::QuantizeReport = read_json(&dir.join("encoder.int8.quantize.json"))?;
-    let t = training(run)?;
-    let Training { steps, epochs, rate, .. } = t;
-    let history = history(dir)?;
-    let enc = config.encoder();
     let mut s = String::new();
     writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {}\n", config.model, config.data.as_deref().unwrap_or("built-in shapes"))?;
     writeln!(s, "Every number below was written by `trainer card` from the files in this folder.\n")?;
+    s += &model_section(dir, &config)?;
+    s += &training_section(dir, run, &config, hardware)?;
+    s += &measures_section(dir, &report, &rows)?;
+    s += &reproduce_section(name, &report, &rows)?;
+    let out = dir.join("README.md");
+    crate::fs::write_atomic(&out, s.as_bytes())?;
+    Ok(out)
+}
+
+/// The architecture, its size and files, and the int8 file's agreement with the f32 one.
+fn model_section(dir: &Path, config: &TrainConfig) -> anyhow::Result<String> {
+    let quant: crate::quantize::QuantizeReport = read_json(&dir.join("encoder.int8.quantize.json"))?;
+    let enc = config.encoder();
+    let mut s = String::new();
     writeln!(s, "## Model\n")?;
     writeln!(
         s,
@@ -159,6 +168,14 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
         "- int8: cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}\n",
         quant.validation_images, quant.mean_cosine, quant.worst_cosine
     )?;
+    Ok(s)
+}
+
+/// The objective, the length and speed of training, and the loss curve.
+fn training_section(dir: &Path, run: &Path, config: &TrainConfig, hardware: &str) -> anyhow::Result<String> {
+    let t = training(run)?;
+    let Training { steps, epochs, rate, .. } = t;
+    let mut s = String::new();
     writeln!(s, "## Training\n")?;
     writeln!(
         s,
@@ -180,11 +197,18 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
         )?;
     }
     writeln!(s)?;
+    Ok(s)
+}
+
+/// The f32 measures, their history by epoch, and the int8 check.
+fn measures_section(dir: &Path, report: &Report, rows: &[Row]) -> anyhow::Result<String> {
+    let history = history(dir)?;
+    let mut s = String::new();
     writeln!(s, "## Measures (f32, `eval/report.json`)\n")?;
-    writeln!(s, "{}", crate::eval::report::measures(&report))?;
+    writeln!(s, "{}", crate::eval::report::measures(report))?;
     writeln!(s, "Curves: `eval/report.probes.png`, `eval/report.estimators.png`.\n")?;
     writeln!(s, "{}", history_section(dir, &history)?)?;
-    writeln!(s, "## int8 through the runtime (`trainer check`, `check/check.json`)\n\n{}", crate::eval::check::table(&rows))?;
+    writeln!(s, "## int8 through the runtime (`trainer check`, `check/check.json`)\n\n{}", crate::eval::check::table(rows))?;
     let quick: Option<Report> = dir.join("eval/quick.json").exists().then(|| read_json(&dir.join("eval/quick.json"))).transpose()?;
     if let Some(q) = &quick {
         writeln!(
@@ -193,22 +217,26 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
             eval_flags(q)
         )?;
     }
+    Ok(s)
+}
+
+/// The commands that made this folder.
+fn reproduce_section(name: &str, report: &Report, rows: &[Row]) -> anyhow::Result<String> {
+    let mut s = String::new();
     let data = "<CIFAR-10 train folder>";
     let max_drop = rows.iter().find(|r| r.unit == Unit::Percent).map_or(1.0, |r| r.tolerance);
     writeln!(s, "## Reproduce\n\n```sh")?;
     writeln!(s, "trainer fit --config models/{name}/config.json --data {data} --out runs/{name}   # --resume continues after a stop")?;
     writeln!(s, "trainer export --checkpoint runs/{name} --out models/{name}/encoder.onnx")?;
     writeln!(s, "trainer quantize --model models/{name}/encoder.onnx --calib {data} --out models/{name}/encoder.int8.onnx --blob models/{name}/encoder.blob")?;
-    writeln!(s, "trainer eval --model runs/{name} --train {data} {} --out models/{name}/eval/report.json", eval_flags(&report))?;
+    writeln!(s, "trainer eval --model runs/{name} --train {data} {} --out models/{name}/eval/report.json", eval_flags(report))?;
     writeln!(
         s,
         "trainer check --model models/{name}/encoder.int8.onnx --train {data} {} --reference models/{name}/eval/report.json --max-drop {max_drop} --out models/{name}/check/check.json",
-        image_flags(&report)
+        image_flags(report)
     )?;
     writeln!(s, "```\n\n`scripts/ship-model {name} runs/{name} {data}` runs these after `fit` and writes this card.")?;
-    let out = dir.join("README.md");
-    crate::fs::write_atomic(&out, s.as_bytes())?;
-    Ok(out)
+    Ok(s)
 }
 
 /// The golden pair tests replay: the first validation image of `data` (32×32 RGB, HWC) as

@@ -129,6 +129,11 @@ pub fn epochs(path: &Path) -> anyhow::Result<Vec<EpochRecord>> {
     Ok(read(path)?.into_iter().filter_map(|r| if let Record::Epoch(e) = r { Some(e) } else { None }).collect())
 }
 
+/// The monitor records of `path`.
+pub fn monitors(path: &Path) -> anyhow::Result<Vec<MonitorReport>> {
+    Ok(read(path)?.into_iter().filter_map(|r| if let Record::Monitor(m) = r { Some(m.monitor) } else { None }).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,9 +160,4 @@ mod tests {
         }
         assert_eq!((steps(&path).unwrap().len(), epochs(&path).unwrap().len()), (1, 1));
     }
-}
-
-/// The monitor records of `path`.
-pub fn monitors(path: &Path) -> anyhow::Result<Vec<MonitorReport>> {
-    Ok(read(path)?.into_iter().filter_map(|r| if let Record::Monitor(m) = r { Some(m.monitor) } else { None }).collect())
 }

@@ -13,6 +13,7 @@ use super::step::{StepLosses, step};
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use anyhow::{Context, bail};
 use burn::config::Config;
+use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,35 @@ fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state a call starts from: fresh (seeded), or the checkpoint's, after checking that the
+/// data still holds the images the run trained on and dropping metrics written after it.
+fn start(config: &TrainConfig, out: &Path, resume_from: Option<&Path>, source: &dyn ImageSource, device: &Device) -> anyhow::Result<(TrainState, Progress)> {
+    let mut state = new_state(config, device);
+    let mut progress = Progress::default();
+    if let Some(ck) = resume_from {
+        state = checkpoint::load_into(ck, config, device, state)?;
+        progress = checkpoint::load_progress(ck)?;
+        if let Some(n) = progress.images.filter(|&n| n != source.len()) {
+            bail!(
+                "{} holds {} images but the run trained on {n}: the train/validation split would change. Restore the data (or pass the --data it trained on)",
+                source.describe(),
+                source.len()
+            );
+        }
+        eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
+        super::metrics::truncate_after(&out.join("metrics.jsonl"), progress.step, progress.epoch)?;
+    }
+    progress.images = Some(source.len());
+    Ok((state, progress))
+}
+
+/// Prints, records and saves (`OUT/knn.json`) the closing kNN figure.
+fn closing_knn(knn: super::knn::KnnReport, out: &Path, metrics: &mut MetricsWriter) -> anyhow::Result<()> {
+    eprintln!("kNN (k=20, cosine) on Y, validation split: trained {:.2}% vs randomly initialised {:.2}%", knn.trained * 100.0, knn.random_init * 100.0);
+    metrics.write(KnnRecord { knn })?;
+    crate::fs::write_atomic(&out.join("knn.json"), &serde_json::to_vec_pretty(&knn)?)
+}
+
 /// A checkpoint after a step; when it is refused (non-finite weights), the error names the last
 /// good one.
 fn save_after_step(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainState, last: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -170,22 +200,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     let device = device(config.backend)?.autodiff();
     let (source, train_idx, val_idx) = open_data(&config)?;
     eprintln!("data: {} ({} train / {} validation)", source.describe(), train_idx.len(), val_idx.len());
-    let mut state = new_state(&config, &device);
-    let mut progress = Progress::default();
-    if let Some(ck) = &resume_from {
-        state = checkpoint::load_into(ck, &config, &device, state)?;
-        progress = checkpoint::load_progress(ck)?;
-        if let Some(n) = progress.images.filter(|&n| n != source.len()) {
-            bail!(
-                "{} holds {} images but the run trained on {n}: the train/validation split would change. Restore the data (or pass the --data it trained on)",
-                source.describe(),
-                source.len()
-            );
-        }
-        eprintln!("resuming from {} (step {}, epoch {})", ck.display(), progress.step, progress.epoch + 1);
-        super::metrics::truncate_after(&out.join("metrics.jsonl"), progress.step, progress.epoch)?;
-    }
-    progress.images = Some(source.len());
+    let (mut state, mut progress) = start(&config, out, resume_from.as_deref(), &*source, &device)?;
     let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
@@ -282,9 +297,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     }
     if opts.knn_images > 0 && !interrupted {
         let knn = knn_report(&config, &state.model, source, &train_idx, &val_idx, opts.knn_images, &device)?;
-        eprintln!("kNN (k=20, cosine) on Y, validation split: trained {:.2}% vs randomly initialised {:.2}%", knn.trained * 100.0, knn.random_init * 100.0);
-        metrics.write(KnnRecord { knn })?;
-        crate::fs::write_atomic(&out.join("knn.json"), &serde_json::to_vec_pretty(&knn)?)?;
+        closing_knn(knn, out, &mut metrics)?;
     }
     Ok(FitSummary { steps: progress.step, checkpoint, interrupted, losses, img_per_s })
 }

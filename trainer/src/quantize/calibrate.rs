@@ -3,7 +3,6 @@
 
 use crate::export::Layers;
 use dim_runtime::INPUT_LEN;
-use tract_onnx::prelude::*;
 
 /// Calibrated ranges of the quantized activations.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,19 +29,19 @@ pub fn calibrate(layers: &Layers, images: &[f32], pct: f64) -> anyhow::Result<Ra
     if layers.global_pool {
         names.push("pool");
     }
+    // The same runtime a device uses, asked for the intermediate activations too.
     let bytes = layers.to_onnx(&names);
-    let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
+    let encoder = dim_runtime::Encoder::from_bytes_with_layers(&bytes, &names)?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
     let mut y_abs = 0f32;
     let bar = crate::progress::bar(true, images.len() / INPUT_LEN, "images calibrated");
     for chunk in images.chunks(64 * INPUT_LEN) {
-        bar.inc((chunk.len() / INPUT_LEN) as u64);
-        let t = Tensor::from_shape(&[chunk.len() / INPUT_LEN, 3, 32, 32], chunk)?;
-        let out = plan.run(tvec!(t.into_tvalue()))?;
-        y_abs = out[0].to_plain_array_view::<f32>()?.iter().fold(y_abs, |m, v| m.max(v.abs()));
-        for (i, v) in values.iter_mut().enumerate() {
-            v.extend(out[i + 1].to_plain_array_view::<f32>()?.iter().copied());
+        let out = encoder.embed_layers(chunk)?;
+        y_abs = out[0].iter().fold(y_abs, |m, v| m.max(v.abs()));
+        for (v, layer) in values.iter_mut().zip(&out[1..]) {
+            v.extend_from_slice(layer);
         }
+        bar.inc((chunk.len() / INPUT_LEN) as u64);
     }
     bar.finish_and_clear();
     let mut r = values.into_iter().map(|v| percentile(v, pct));
