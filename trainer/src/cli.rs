@@ -3,6 +3,7 @@
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use dim_trainer::embed::EmbedOptions;
 use dim_trainer::eval::Settings;
 use dim_trainer::eval::run::{CheckOptions, DataOptions, EvalOptions};
 use dim_trainer::fit::config::{BackendKind, ModelKind, TrainConfig};
@@ -96,6 +97,12 @@ pub enum Command {
         #[arg(long, default_value = "CPU")]
         hardware: String,
     },
+    /// Embed images: Y of every image through dim-runtime, as a device computes it.
+    ///
+    /// INPUT: image files, or folders searched recursively for .png / .jpg (sorted). Writes OUT as
+    /// CSV (path, y0, y1, …) or NPY (f32 [n, d], paths in OUT's stem + `.paths.txt`).
+    #[command(after_help = "Example:\n  trainer embed models/tiny/encoder.int8.onnx photos/ --out y.csv")]
+    Embed(EmbedArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -217,6 +224,24 @@ pub enum DataCommand {
     },
     /// Open a dataset and print what was found.
     Inspect { path: PathBuf },
+}
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// An ONNX encoder (f32 or int8) or a run folder / checkpoint.
+    pub model: PathBuf,
+    /// Image files or folders.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output file: .csv or .npy.
+    #[arg(long, default_value = "embeddings.csv")]
+    pub out: PathBuf,
+}
+
+impl From<&EmbedArgs> for EmbedOptions {
+    fn from(a: &EmbedArgs) -> Self {
+        Self { model: a.model.clone(), inputs: a.inputs.clone(), out: a.out.clone() }
+    }
 }
 
 #[derive(clap::Args)]

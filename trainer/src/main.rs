@@ -4,7 +4,7 @@ mod cli;
 
 use anyhow::Context;
 use cli::{Command, DataCommand};
-use dim_trainer::{bench, card, data, eval, export, fit, quantize};
+use dim_trainer::{bench, card, data, embed, eval, export, fit, quantize};
 
 // Training allocates and frees tensors of tens of MB every step; glibc hands those back to the
 // kernel each time (page faults were ~10% of a `bench` profile). mimalloc keeps them.
@@ -85,6 +85,11 @@ fn main() -> anyhow::Result<()> {
             println!("cosine(Y_int8, Y_f32) over {} validation images: mean {:.5}, worst {:.5}", r.validation_images, r.mean_cosine, r.worst_cosine);
             println!("size: f32 {} bytes, int8 {} bytes ({:.2}x smaller)", r.f32_bytes, r.int8_bytes, r.f32_bytes as f64 / r.int8_bytes as f64);
             println!("wrote {} and {}", opts.out.display(), w.report_path.display());
+        }
+        Command::Embed(args) => {
+            let opts = embed::EmbedOptions::from(&args);
+            let (n, d) = embed::run(&opts)?;
+            println!("wrote {} ({n} images × {d})", opts.out.display());
         }
         Command::Eval(args) => eval::run::eval(&(&args).into())?,
         Command::Check(args) => {

@@ -185,3 +185,45 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("is not a report of `trainer eval`"), "{err}");
 }
+
+/// `trainer embed`: a folder of images (any size, in subfolders) to CSV and to NPY; both hold, for
+/// each image in path order, what dim-runtime computes for it.
+#[test]
+fn embed_writes_what_the_runtime_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("sub")).unwrap();
+    for (name, (w, h)) in [("a.png", (40, 30)), ("b.jpg", (32, 32)), ("sub/c.png", (64, 48))] {
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 3) as u8, (x + y) as u8])).save(photos.join(name)).unwrap();
+    }
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/encoder.int8.onnx");
+    let embed = |out: &str| trainer().arg("embed").arg(&model).arg(&photos).arg("--out").arg(dir.path().join(out)).output().unwrap();
+    let out = embed("y.csv");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 images × 64"));
+    let out = embed("y.npy");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("y.csv")).unwrap();
+    let npy_bytes = std::fs::read(dir.path().join("y.npy")).unwrap();
+    let npy = npyz::NpyFile::new(&npy_bytes[..]).unwrap();
+    assert_eq!(npy.shape(), [3, 64]);
+    let npy: Vec<f32> = npy.into_vec().unwrap();
+    let paths = std::fs::read_to_string(dir.path().join("y.paths.txt")).unwrap();
+    let encoder = dim_runtime::Encoder::from_path(&model).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(csv.starts_with("path,y0,y1,") && rows.len() == 3, "{csv}");
+    for (i, path) in paths.lines().enumerate() {
+        let rgb = dim_trainer::data::decode_file(std::path::Path::new(path)).unwrap();
+        let mut input = vec![0f32; dim_runtime::INPUT_LEN];
+        dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
+        let want = encoder.embed_preprocessed(&input).unwrap();
+        let row: Vec<f32> = rows[i].rsplit(',').take(64).map(|v| v.parse().unwrap()).collect::<Vec<_>>().into_iter().rev().collect();
+        assert!(rows[i].starts_with(&format!("\"{path}\"")), "{} vs {path}", rows[i]);
+        assert_eq!(row, want, "CSV row {i} ({path})");
+        assert_eq!(&npy[i * 64..(i + 1) * 64], &want[..], "NPY row {i} ({path})");
+    }
+    assert!(paths.lines().last().unwrap().ends_with("sub/c.png"), "sorted walk: {paths}");
+    let out = embed("y.txt");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(".csv or .npy"));
+}
