@@ -74,7 +74,18 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
     }
     let root = dir(out);
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let name = format!("step-{:08}", progress.step);
+    let mut name = format!("step-{:08}", progress.step);
+    if root.join(&name).exists() {
+        // Never delete a finished checkpoint to write another in its place: `latest` may point
+        // to it, and a kill between the delete and the rename would leave nothing to resume.
+        // The same position (a data error right after a resume) is already saved; another
+        // position at the same step (batches skipped without a step) gets its own folder.
+        if load_progress(&root.join(&name)).ok() == Some(progress) {
+            point_latest(&root, &name)?;
+            return Ok(root.join(name));
+        }
+        name = (1..).map(|i| format!("step-{:08}-{i}", progress.step)).find(|n| !root.join(n).exists()).expect("a free name");
+    }
     let tmp = root.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -90,16 +101,21 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
         std::fs::File::open(f.path()).and_then(|f| f.sync_all()).map_err(io(&f.path()))?;
     }
     let done = root.join(&name);
-    let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&tmp, &done).map_err(io(&done))?;
     sync_dir(&root);
-    let ptr_tmp = root.join(".latest.tmp");
-    std::fs::write(&ptr_tmp, &name).map_err(io(&ptr_tmp))?;
-    std::fs::File::open(&ptr_tmp).and_then(|f| f.sync_all()).map_err(io(&ptr_tmp))?;
-    std::fs::rename(&ptr_tmp, root.join("latest")).map_err(io(&root))?;
-    sync_dir(&root);
+    point_latest(&root, &name)?;
     prune(&root, &name);
     Ok(done)
+}
+
+/// Points `latest` at `name`, atomically (a temporary file renamed over it).
+fn point_latest(root: &Path, name: &str) -> anyhow::Result<()> {
+    let ptr_tmp = root.join(".latest.tmp");
+    std::fs::write(&ptr_tmp, name).map_err(io(&ptr_tmp))?;
+    std::fs::File::open(&ptr_tmp).and_then(|f| f.sync_all()).map_err(io(&ptr_tmp))?;
+    std::fs::rename(&ptr_tmp, root.join("latest")).map_err(io(root))?;
+    sync_dir(root);
+    Ok(())
 }
 
 /// Keeps the newest [`KEEP`] complete checkpoints (and never the one just written).
@@ -179,6 +195,25 @@ pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: Trai
 mod tests {
     use super::*;
     use crate::fit::config::ModelKind;
+
+    /// Issue 17: saving again at the step `latest` points to never deletes that checkpoint; the
+    /// same position is kept as it is, another position at that step gets a folder of its own.
+    #[test]
+    fn resaving_a_step_keeps_the_checkpoint_latest_points_to() {
+        let config = TrainConfig::new().with_model(ModelKind::Tiny).with_critic_width(16);
+        let state = crate::fit::new_state(&config, &Device::flex().autodiff());
+        let dir = tempfile::tempdir().unwrap();
+        let at = Progress { step: 3, epoch: 0, batch: 3, images: Some(100) };
+        let first = save(dir.path(), &config, at, &state).unwrap();
+        std::fs::write(first.join("marker"), b"the original folder").unwrap();
+        assert_eq!(save(dir.path(), &config, at, &state).unwrap(), first);
+        assert!(first.join("marker").exists(), "the checkpoint was not replaced");
+        let moved = save(dir.path(), &config, Progress { batch: 4, ..at }, &state).unwrap();
+        assert_eq!(moved.file_name().unwrap(), "step-00000003-1");
+        assert!(first.join("marker").exists());
+        assert_eq!(latest(dir.path()).unwrap(), Some(moved.clone()));
+        assert_eq!(load_progress(&moved).unwrap().batch, 4);
+    }
 
     /// Issue 17: a model whose weights overflowed is not saved, and `latest` keeps pointing at the
     /// last good checkpoint.
