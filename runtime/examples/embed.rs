@@ -7,7 +7,8 @@
 //! centre-cropped to 32×32 by `dim_runtime::preprocess`, exactly as in training.
 
 use anyhow::{Context, bail};
-use dim_runtime::{Encoder, Image};
+use dim_runtime::preprocess::preprocess;
+use dim_runtime::{Encoder, INPUT_LEN};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -39,11 +40,19 @@ fn main() -> anyhow::Result<()> {
     write!(csv, "file")?;
     (0..encoder.dim()).try_for_each(|i| write!(csv, ",y{i}"))?;
     writeln!(csv)?;
+    // Each image is decoded (with size limits: a forged header cannot claim gigabytes) and
+    // reduced to the 32×32 model input at once, so a batch holds 64 small inputs, never 64 photos.
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) = (Some(8192), Some(8192), Some(256 << 20));
     for chunk in files.chunks(64) {
-        let decoded: Vec<image::RgbImage> =
-            chunk.iter().map(|f| image::open(f).map(|i| i.to_rgb8()).with_context(|| format!("cannot decode {}", f.display()))).collect::<Result<_, _>>()?;
-        let batch: Vec<Image> = decoded.iter().map(|i| Image::rgb(i.as_raw(), i.width() as usize, i.height() as usize)).collect();
-        for (file, y) in chunk.iter().zip(encoder.embed_batch(&batch)?) {
+        let mut input = vec![0f32; chunk.len() * INPUT_LEN];
+        for (file, out) in chunk.iter().zip(input.chunks_mut(INPUT_LEN)) {
+            let mut reader = image::ImageReader::open(file).with_context(|| format!("cannot read {}", file.display()))?.with_guessed_format()?;
+            reader.limits(limits.clone());
+            let img = reader.decode().with_context(|| format!("cannot decode {}", file.display()))?.to_rgb8();
+            preprocess(img.as_raw(), img.width() as usize, img.height() as usize, 3, out)?;
+        }
+        for (file, y) in chunk.iter().zip(encoder.embed_preprocessed(&input)?.chunks(encoder.dim())) {
             write!(csv, "{}", file.display())?;
             y.iter().try_for_each(|v| write!(csv, ",{v}"))?;
             writeln!(csv)?;
