@@ -103,6 +103,13 @@ pub enum Command {
     /// CSV (path, y0, y1, …) or NPY (f32 [n, d], paths in OUT's stem + `.paths.txt`).
     #[command(after_help = "Example:\n  trainer embed models/tiny/encoder.int8.onnx photos/ --out y.csv")]
     Embed(EmbedArgs),
+    /// Show an encoder file layer by layer: output shapes, weights, multiply-adds, activation
+    /// bytes, totals, and (for an engine blob) the flash and RAM a Cortex-M build needs.
+    #[command(after_help = "Example:\n  trainer inspect models/tiny/encoder.int8.onnx\n  trainer inspect models/tiny/encoder.blob")]
+    Inspect {
+        /// An `.onnx` encoder (f32 or int8) or an engine `.blob`.
+        model: PathBuf,
+    },
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),

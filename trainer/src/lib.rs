@@ -9,6 +9,7 @@
 //! - [`quantize`]: calibration, the int8 ONNX file and the engine blob (`trainer quantize`).
 //! - [`eval`]: probes, kNN, MINE and NDM through the runtime; `check` of a deployed encoder.
 //! - [`embed`]: Y of a folder of images through the runtime, as CSV or NPY (`trainer embed`).
+//! - [`inspect`]: an encoder file layer by layer, and what a device needs (`trainer inspect`).
 //! - [`card`]: a shipped model's README from its measurements.
 //! - [`bench`]: training throughput and where the step's time goes.
 //! - [`knn`], [`probe`], [`fs`] and [`progress`]: the kNN vote and the classifier probes that both `fit`'s
@@ -22,6 +23,7 @@ pub mod export;
 pub mod quantize;
 pub mod eval;
 pub mod embed;
+pub mod inspect;
 pub mod card;
 pub mod bench;
 pub mod knn;

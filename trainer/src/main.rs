@@ -4,7 +4,7 @@ mod cli;
 
 use anyhow::Context;
 use cli::{Command, DataCommand};
-use dim_trainer::{bench, card, data, embed, eval, export, fit, quantize};
+use dim_trainer::{bench, card, data, embed, eval, export, fit, inspect, quantize};
 
 // Training allocates and frees tensors of tens of MB every step; glibc hands those back to the
 // kernel each time (page faults were ~10% of a `bench` profile). mimalloc keeps them.
@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             let (n, d) = embed::run(&opts)?;
             println!("wrote {} ({n} images × {d})", opts.out.display());
         }
+        Command::Inspect { model } => print!("{}", inspect::table(&inspect::inspect(&model)?)),
         Command::Eval(args) => eval::run::eval(&(&args).into())?,
         Command::Check(args) => {
             if !eval::run::check(&(&args).into())? {

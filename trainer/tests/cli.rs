@@ -227,3 +227,27 @@ fn embed_writes_what_the_runtime_computes() {
     let out = embed("y.txt");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(".csv or .npy"));
 }
+
+/// `trainer inspect` on the shipped tiny files: the f32 ONNX, the int8 ONNX and the engine blob all
+/// count the multiply-adds the architecture has (`EncoderConfig::macs`), the f32 file holds
+/// exactly the deployed parameters, and the blob's Cortex-M needs are the engine's arena plus
+/// the image and y.
+#[test]
+fn inspect_counts_what_the_architecture_says() {
+    let tiny = dim_trainer::model::EncoderConfig::tiny();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny");
+    for file in ["encoder.onnx", "encoder.int8.onnx", "encoder.blob"] {
+        let i = dim_trainer::inspect::inspect(&dir.join(file)).unwrap();
+        assert_eq!(i.macs, tiny.macs(), "{file}");
+        assert_eq!(i.rows.iter().filter(|r| r.macs > 0).count(), 5, "{file}: conv1-3, fc, y");
+    }
+    assert_eq!(dim_trainer::inspect::inspect(&dir.join("encoder.onnx")).unwrap().constants, tiny.deployed_params());
+    let out = trainer().args(["inspect"]).arg(dir.join("encoder.blob")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("RAM 15616 bytes = arena 12288 + input image 3072 + y 256"), "{text}");
+    let bad = tempfile::NamedTempFile::with_suffix(".blob").unwrap();
+    std::fs::write(bad.path(), b"not a blob").unwrap();
+    let out = trainer().args(["inspect"]).arg(bad.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a usable engine blob"), "{err}");
+}
