@@ -4,13 +4,11 @@
 //! runs the whole `fit` loop on real data (loader, decode cache and augmentation included), and
 //! [`breakdown`] times each phase of the step and sets it against its floating-point work.
 
-use crate::data::{self, Batch, Cached, ImageSource, Shapes};
+use crate::data::{self, Batch, ImageSource, Shapes};
 use crate::fit::config::TrainConfig;
-use crate::fit::{self as train, Phases};
+use crate::fit::{self as train, Phase, Phases};
 use crate::model::LocalCriticKind;
 use anyhow::bail;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// FP32 peak of the 2-core development machine (2 cores × 2.6 GHz × 64 FLOP a cycle), for the
@@ -35,7 +33,7 @@ pub struct Breakdown {
     pub steps: usize,
     pub total: Duration,
     /// `(phase, time over all steps, GFLOP per step if counted)`.
-    pub phases: Vec<(&'static str, Duration, Option<f64>)>,
+    pub phases: Vec<(Phase, Duration, Option<f64>)>,
 }
 
 impl Breakdown {
@@ -59,7 +57,7 @@ impl Breakdown {
                 }
                 None => ("".into(), "".into(), "".into()),
             };
-            t += &format!("| {name} | {ms:.1} | {share:.0} % | {gf} | {rate} | {peak} |\n");
+            t += &format!("| {} | {ms:.1} | {share:.0} % | {gf} | {rate} | {peak} |\n", name.label());
         }
         let ms = per_step(self.total);
         let rate = flops / (ms / 1e3);
@@ -93,11 +91,11 @@ pub fn breakdown(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::R
 /// (timed and reported apart), then `warmup + steps` steps run from the loader. Returns images
 /// per second over `steps`.
 pub fn run_data(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::Result<f64> {
-    let Some(path) = &config.data else { bail!("bench --data needs a data folder") };
+    if config.data.is_none() {
+        bail!("bench --data needs a data folder");
+    }
     let device = train::device(config.backend)?.autodiff();
-    let source: Arc<dyn ImageSource> = Arc::from(data::open(Path::new(path))?);
-    let (train_idx, _) = data::split(source.len(), config.validation_size, config.seed);
-    let cached = Arc::new(Cached::new(source));
+    let (cached, train_idx, _) = train::open_data(config)?;
     let t = Instant::now();
     let held = cached.fill(&train_idx);
     eprintln!("decoded {held} training images into memory in {:.1} s (once per run)", t.elapsed().as_secs_f64());
@@ -125,7 +123,7 @@ pub fn run_data(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::Re
 /// convolutions, matrix products and the discriminator's layers. Element-wise work (BatchNorm,
 /// ReLU, the estimator, Adam) is left out: it is memory-bound and shows as time without FLOPs.
 /// A backward pass costs twice its forward (a gradient for the input and one for the weights).
-pub fn step_gflop(config: &TrainConfig) -> Vec<(&'static str, f64)> {
+pub fn step_gflop(config: &TrainConfig) -> Vec<(Phase, f64)> {
     let b = config.batch_size as f64;
     let enc = config.encoder();
     let encoder = 2.0 * b * enc.macs() as f64;
@@ -144,11 +142,11 @@ pub fn step_gflop(config: &TrainConfig) -> Vec<(&'static str, f64)> {
     // Encoder side: B rows; discriminator: real + fake, and the penalty's 2 × (real + fake).
     let (prior_fwd, disc_fwd) = if config.gamma > 0.0 { (2.0 * b * disc_layer, 2.0 * 6.0 * b * disc_layer) } else { (0.0, 0.0) };
     let mut v = vec![
-        ("encoder forward", encoder * 1e-9),
-        ("local critic forward", critic * 1e-9),
-        ("prior term + discriminator forward", (prior_fwd + disc_fwd) * 1e-9),
-        ("backward (DIM loss)", 2.0 * (encoder + critic + prior_fwd) * 1e-9),
-        ("backward (discriminator)", 2.0 * disc_fwd * 1e-9),
+        (Phase::EncoderForward, encoder * 1e-9),
+        (Phase::LocalCriticForward, critic * 1e-9),
+        (Phase::PriorForward, (prior_fwd + disc_fwd) * 1e-9),
+        (Phase::BackwardDim, 2.0 * (encoder + critic + prior_fwd) * 1e-9),
+        (Phase::BackwardDisc, 2.0 * disc_fwd * 1e-9),
     ];
     v.retain(|(_, g)| *g > 0.0);
     v

@@ -29,7 +29,7 @@ pub fn image_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         for p in entries {
             if p.is_dir() {
                 walk(&p, out)?;
-            } else if matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg")) {
+            } else if data::is_image(&p) {
                 out.push(p);
             }
         }

@@ -10,7 +10,8 @@ pub struct ImageFolder {
     root: PathBuf,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether `p` names an image this reader decodes (`.png`, `.jpg`, `.jpeg`, any case).
+pub fn is_image(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 

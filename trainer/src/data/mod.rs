@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use cache::Cached;
 pub use cifar_bin::CifarBinary;
-pub use folder::{ImageFolder, decode_bytes, decode_file};
+pub use folder::{ImageFolder, decode_bytes, decode_file, is_image};
 pub use idx::Idx;
 pub use loader::{Augment, Batch, Loader, LoaderConfig};
 pub use synthetic::Shapes;

@@ -25,6 +25,41 @@ pub struct StepLosses {
     pub disc: f64,
 }
 
+/// A phase of the step, as `trainer bench --breakdown` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    HostCopy,
+    EncoderForward,
+    LocalCriticForward,
+    Estimator,
+    GlobalCritic,
+    PriorForward,
+    LossSync,
+    BackwardDim,
+    AdamModel,
+    BackwardDisc,
+    AdamDisc,
+}
+
+impl Phase {
+    /// The row label of the breakdown table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HostCopy => "host → tensor copy",
+            Self::EncoderForward => "encoder forward",
+            Self::LocalCriticForward => "local critic forward",
+            Self::Estimator => "estimator",
+            Self::GlobalCritic => "global critic + estimator",
+            Self::PriorForward => "prior term + discriminator forward",
+            Self::LossSync => "losses → host (one sync)",
+            Self::BackwardDim => "backward (DIM loss)",
+            Self::AdamModel => "Adam (encoder + critics)",
+            Self::BackwardDisc => "backward (discriminator)",
+            Self::AdamDisc => "Adam (discriminator)",
+        }
+    }
+}
+
 /// Wall time per named phase of a step, summed over steps (`trainer bench --breakdown`).
 ///
 /// The CPU backend runs each operation when it is called, so the time between two marks is the
@@ -34,7 +69,7 @@ pub struct StepLosses {
 pub struct Phases {
     last: Option<Instant>,
     /// `(phase, total time)` in the order phases first ran.
-    pub totals: Vec<(&'static str, Duration)>,
+    pub totals: Vec<(Phase, Duration)>,
 }
 
 impl Phases {
@@ -43,7 +78,7 @@ impl Phases {
         self.last = Some(Instant::now());
     }
     /// Ends phase `name` (begun at the previous mark) and starts the next one.
-    fn mark(&mut self, name: &'static str) {
+    fn mark(&mut self, name: Phase) {
         let Some(last) = self.last else { return };
         let now = Instant::now();
         match self.totals.iter_mut().find(|(n, _)| *n == name) {
@@ -75,23 +110,23 @@ pub fn step_timed(
 ) -> anyhow::Result<(TrainState, StepLosses)> {
     let TrainState { model, mut optim, disc, mut disc_optim } = state;
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), [batch.len(), 3, 32, 32]), device);
-    phases.mark("host → tensor copy");
+    phases.mark(Phase::HostCopy);
     let out = model.encoder.forward(x);
-    phases.mark("encoder forward");
+    phases.mark(Phase::EncoderForward);
     let zero = || Tensor::<1>::zeros([1], device);
     let (mut local_mi, mut global_mi, mut prior_term) = (zero(), zero(), zero());
     let mut loss = zero();
     if let Some(critic) = &model.local {
         let scores = critic.scores(out.local.clone(), out.y.clone());
-        phases.mark("local critic forward");
+        phases.mark(Phase::LocalCriticForward);
         local_mi = mi_lower_bound(&scores, config.estimator);
         loss = loss - local_mi.clone() * config.beta;
-        phases.mark("estimator");
+        phases.mark(Phase::Estimator);
     }
     if let Some(critic) = &model.global {
         global_mi = mi_lower_bound(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
         loss = loss - global_mi.clone() * config.alpha;
-        phases.mark("global critic + estimator");
+        phases.mark(Phase::GlobalCritic);
     }
     let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let disc_loss = disc.as_ref().map(|d| {
@@ -100,11 +135,11 @@ pub fn step_timed(
         let real = objective::prior_samples(config.prior, batch.len(), out.y.dims()[1], &mut rng, device);
         objective::prior_discriminator_loss(d, real, out.y.clone(), config.gradient_penalty, &mut rng)
     });
-    phases.mark("prior term + discriminator forward");
+    phases.mark(Phase::PriorForward);
     let disc_value = disc_loss.clone().unwrap_or_else(zero);
     let v = losses_to_host(vec![loss.clone().detach(), local_mi.detach(), global_mi.detach(), prior_term.detach(), disc_value.detach()]);
     let l = StepLosses { loss: v[0], local_mi: v[1], global_mi: v[2], prior: v[3], disc: v[4] };
-    phases.mark("losses → host (one sync)");
+    phases.mark(Phase::LossSync);
     if !l.loss.is_finite() || !l.disc.is_finite() {
         bail!(
             "the loss became {} at step {step} (terms: {l:?}); the model was not updated. Lower --learning-rate or the critic width, or check the data",
@@ -112,15 +147,15 @@ pub fn step_timed(
         );
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    phases.mark("backward (DIM loss)");
+    phases.mark(Phase::BackwardDim);
     let model = optim.step(config.learning_rate, model, grads);
-    phases.mark("Adam (encoder + critics)");
+    phases.mark(Phase::AdamModel);
     let disc = match (disc, disc_loss) {
         (Some(d), Some(dl)) => {
             let grads = GradientsParams::from_grads(dl.backward(), &d);
-            phases.mark("backward (discriminator)");
+            phases.mark(Phase::BackwardDisc);
             let d = disc_optim.step(config.learning_rate, d, grads);
-            phases.mark("Adam (discriminator)");
+            phases.mark(Phase::AdamDisc);
             Some(d)
         }
         (d, _) => d,

@@ -32,7 +32,7 @@ pub struct FitSummary {
 }
 
 /// A data source with its train and validation indices.
-pub type SplitData = (Arc<dyn ImageSource>, Vec<usize>, Vec<usize>);
+pub type SplitData = (Arc<Cached>, Vec<usize>, Vec<usize>);
 
 /// Opens the configured data (or the built-in shapes) and splits it (train, validation).
 pub fn open_data(config: &TrainConfig) -> anyhow::Result<SplitData> {
