@@ -107,6 +107,9 @@ impl Encoder {
             return Err(Error::Model(format!("output must be f32 [N, D], found {:?} {:?}", out.datum_type, shape)));
         }
         let dim = shape[1].to_usize().map_err(|_| Error::Model(format!("embedding width {} is not a constant", shape[1])))?;
+        if dim == 0 {
+            return Err(Error::Model("the model's output is 0 wide: it embeds nothing".into()));
+        }
         let plan = model.into_runnable().map_err(model_err)?;
         let layers = match layered {
             None => None,

@@ -8,8 +8,12 @@ fn normalise(v: &mut [f32], dim: usize) {
     }
 }
 
-/// Accuracy of a `k`-NN vote (cosine similarity) of `query` against `bank`.
-pub fn knn_accuracy(bank: &[f32], bank_labels: &[usize], query: &[f32], query_labels: &[usize], dim: usize, k: usize) -> f64 {
+/// Accuracy of a `k`-NN vote (cosine similarity) of `query` against `bank`. An empty bank or a
+/// zero-wide embedding is an error (there is nothing to vote with), not a panic.
+pub fn knn_accuracy(bank: &[f32], bank_labels: &[usize], query: &[f32], query_labels: &[usize], dim: usize, k: usize) -> anyhow::Result<f64> {
+    anyhow::ensure!(dim > 0, "the embeddings are 0 wide: the model has no output to compare");
+    anyhow::ensure!(!bank_labels.is_empty(), "the kNN bank is empty: no training images were embedded");
+    anyhow::ensure!(bank.len() == bank_labels.len() * dim && query.len() == query_labels.len() * dim, "embeddings and labels disagree in count");
     let (mut bank, mut query) = (bank.to_vec(), query.to_vec());
     normalise(&mut bank, dim);
     normalise(&mut query, dim);
@@ -27,7 +31,7 @@ pub fn knn_accuracy(bank: &[f32], bank_labels: &[usize], query: &[f32], query_la
             best == **label
         })
         .count();
-    correct as f64 / query_labels.len().max(1) as f64
+    Ok(correct as f64 / query_labels.len().max(1) as f64)
 }
 
 #[cfg(test)]
@@ -39,7 +43,15 @@ mod tests {
         // Two clusters along the axes: perfect; query mislabelled: zero.
         let bank = [1.0, 0.1, 0.9, 0.0, 0.0, 1.0, 0.1, 0.8];
         let labels = [0, 0, 1, 1];
-        assert_eq!(knn_accuracy(&bank, &labels, &[1.0, 0.0, 0.0, 1.0], &[0, 1], 2, 1), 1.0);
-        assert_eq!(knn_accuracy(&bank, &labels, &[1.0, 0.0, 0.0, 1.0], &[1, 0], 2, 2), 0.0);
+        assert_eq!(knn_accuracy(&bank, &labels, &[1.0, 0.0, 0.0, 1.0], &[0, 1], 2, 1).unwrap(), 1.0);
+        assert_eq!(knn_accuracy(&bank, &labels, &[1.0, 0.0, 0.0, 1.0], &[1, 0], 2, 2).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn empty_bank_and_zero_width_are_errors() {
+        let e = knn_accuracy(&[], &[], &[1.0, 0.0], &[0], 2, 20).unwrap_err();
+        assert!(e.to_string().contains("bank is empty"), "{e}");
+        let e = knn_accuracy(&[], &[0, 1], &[], &[0], 0, 20).unwrap_err();
+        assert!(e.to_string().contains("0 wide"), "{e}");
     }
 }

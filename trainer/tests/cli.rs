@@ -226,6 +226,13 @@ fn embed_writes_what_the_runtime_computes() {
     assert!(paths.lines().last().unwrap().ends_with("sub/c.png"), "sorted walk: {paths}");
     let out = embed("y.txt");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(".csv or .npy"));
+    // A corrupt image fails the command, names the file, and leaves the earlier output whole.
+    std::fs::write(photos.join("d.jpg"), b"not a jpeg").unwrap();
+    let out = embed("y.csv");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("d.jpg"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("y.csv")).unwrap(), csv);
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
 /// `trainer inspect` on the shipped tiny files: the f32 ONNX, the int8 ONNX and the engine blob all
@@ -250,4 +257,86 @@ fn inspect_counts_what_the_architecture_says() {
     let out = trainer().args(["inspect"]).arg(bad.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not a usable engine blob"), "{err}");
+}
+
+/// `fit` killed with SIGKILL at random moments (mid-step, mid-checkpoint, mid-metrics line) and
+/// resumed each time ends with exactly the weights, optimiser state and metrics of a run never
+/// interrupted. `DIM_EDGE_KILLS` sets the number of kills (10 by default, as in CI).
+#[test]
+fn killed_at_random_moments_resumes_bit_identically() {
+    const STEPS: usize = 240;
+    let kills: usize = std::env::var("DIM_EDGE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let args = |run: &std::path::Path| {
+        let mut c = trainer();
+        c.args(["fit", "--resume", "--data", "builtin:shapes:400", "--validation-size", "100", "--max-steps", &STEPS.to_string(), "--checkpoint-every", "3"])
+            .args(QUICK)
+            .arg("--out")
+            .arg(run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let reference = dir.path().join("reference");
+    assert!(args(&reference).status().unwrap().success());
+    let run = dir.path().join("killed");
+    // A fixed-seed generator: the moments differ from kill to kill but not from run to run.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Each kill lands at a later step (spread over the run), a few milliseconds after it was
+    // logged: inside the next step, a checkpoint write or a metrics line.
+    let logged = |r: &std::path::Path| std::fs::read_to_string(r.join("metrics.jsonl")).map_or(0, |t| t.matches("\"step\"").count());
+    let mut killed_mid_run = 0;
+    for k in 0..kills {
+        let target = (k + 1) * STEPS / (kills + 1) + (next() % 3) as usize;
+        let mut child = args(&run).spawn().unwrap();
+        let start = Instant::now();
+        while logged(&run) < target && child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(120), "no progress toward step {target}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(next() % 25));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(args(&run).status().unwrap().success());
+    assert!(killed_mid_run >= kills / 2, "only {killed_mid_run} of {kills} kills hit a running fit: make the run longer");
+    // The weights: the exported encoders are byte-identical (the checkpoint files themselves
+    // are not comparable byte for byte: burn names each parameter with a fresh random id).
+    let export = |r: &std::path::Path| {
+        let onnx = r.join("encoder.onnx");
+        assert!(trainer().args(["export", "--checkpoint"]).arg(r).arg("--out").arg(&onnx).status().unwrap().success());
+        std::fs::read(onnx).unwrap()
+    };
+    assert!(export(&reference) == export(&run), "weights differ after {killed_mid_run} kills");
+    // The trajectory: every step once, in order, with the same losses (so the same optimiser
+    // state and data order all along).
+    let steps = |r: &std::path::Path| -> Vec<[u64; 5]> {
+        std::fs::read_to_string(r.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"].is_u64())
+            .map(|v| ["step", "loss", "local_mi", "prior", "disc"].map(|k| v[k].as_u64().unwrap_or_else(|| v[k].as_f64().unwrap().to_bits())))
+            .collect()
+    };
+    let (want, got) = (steps(&reference), steps(&run));
+    assert_eq!(want.iter().map(|s| s[0]).collect::<Vec<_>>(), (1..=STEPS as u64).collect::<Vec<_>>());
+    assert!(want == got, "the killed run's metrics differ from the reference's");
+    let leftovers: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .chain(std::fs::read_dir(run.join("checkpoints")).unwrap())
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

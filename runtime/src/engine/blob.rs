@@ -201,6 +201,11 @@ impl<'a> Model<'a> {
         if version != VERSION {
             return Err(E::Version { found: version, supported: VERSION });
         }
+        // Reserved for future flags: a writer that sets them speaks a format this reader
+        // does not know, so they must be zero, not ignored.
+        if blob[6..8] != [0, 0] {
+            return Err(E::Invalid("reserved header bytes are not zero"));
+        }
         let len = Le32(&blob[8..12]).i32(0) as u32 as usize;
         let crc = Le32(&blob[12..16]).i32(0) as u32;
         let payload = &blob[HEADER_LEN..];
@@ -406,5 +411,9 @@ mod tests {
         bad[HEADER_LEN + 5] ^= 1;
         assert_eq!(Model::parse(&bad).err(), Some(E::Checksum));
         assert_eq!(Model::parse(&bytes[..bytes.len() - 1]).err(), Some(E::Truncated));
+        // The reserved header bytes must stay zero.
+        let mut flagged = bytes.clone();
+        flagged[7] = 1;
+        assert_eq!(Model::parse(&flagged).err(), Some(E::Invalid("reserved header bytes are not zero")));
     }
 }

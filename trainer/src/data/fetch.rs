@@ -38,7 +38,7 @@ pub fn fetch(url: &str, file: &str, sha256: &str, dir: &Path) -> anyhow::Result<
     if dest.exists() && hash_file(&dest)? == sha256 {
         eprintln!("{} already present and verified", dest.display());
     } else {
-        download(url, &dest, sha256)?;
+        download(url, &dest, sha256, STALL_TIMEOUT)?;
     }
     let gz = std::fs::File::open(&dest).with_context(|| format!("cannot open {}", dest.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
@@ -58,8 +58,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn download(url: &str, dest: &Path, sha256: &str) -> anyhow::Result<()> {
-    let resp = ureq::get(url)
+/// How long a download may go without a byte before it is given up (a server that stops
+/// sending would otherwise hang `data fetch` forever); also the connection timeout.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn download(url: &str, dest: &Path, sha256: &str, stall: std::time::Duration) -> anyhow::Result<()> {
+    let agent = ureq::AgentBuilder::new().timeout_connect(stall).timeout_read(stall).build();
+    let resp = agent
+        .get(url)
         .call()
         .with_context(|| format!("download of {url} failed; check the network, or download it by hand into {}", dest.parent().unwrap().display()))?;
     let total = resp.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
@@ -75,7 +81,8 @@ fn download(url: &str, dest: &Path, sha256: &str) -> anyhow::Result<()> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("download of {url} was interrupted"))?;
+        let n =
+            reader.read(&mut buf).with_context(|| format!("download of {url} was interrupted or stalled for {} s; run the command again", stall.as_secs()))?;
         if n == 0 {
             break;
         }
@@ -138,6 +145,25 @@ mod tests {
         assert_eq!((src.len(), src.label(0)), (1, 7));
         // Second call finds the verified archive and does not download (the server is gone).
         fetch(&url, "c.tar.gz", &sha, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_server_that_stops_sending_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/cifar.tar.gz", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut s = listener.incoming().next().unwrap().unwrap();
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789");
+            std::thread::sleep(std::time::Duration::from_secs(5)); // then hangs up
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = download(&url, &dir.path().join("c.tar.gz"), &"0".repeat(64), std::time::Duration::from_millis(500)).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(4), "took {:?}", started.elapsed());
+        assert!(format!("{err:#}").contains("stalled"), "{err:#}");
+        assert!(!dir.path().join("c.tar.gz").exists());
+        server.join().unwrap();
     }
 
     #[test]

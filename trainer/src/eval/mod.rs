@@ -158,7 +158,7 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
     let y_te = &test.layers[0].2;
     let mut measures = Vec::new();
     let bank = settings.knn_bank.min(train.labels.len());
-    let knn = 100.0 * knn::knn_accuracy(&y_tr[..bank * yd], &train.labels[..bank], y_te, &test.labels, *yd, settings.knn_k);
+    let knn = 100.0 * knn::knn_accuracy(&y_tr[..bank * yd], &train.labels[..bank], y_te, &test.labels, *yd, settings.knn_k)?;
     say("knn.y", knn, Unit::Percent);
     measures.push(Measure::new("knn.y".into(), Unit::Percent, vec![(knn, vec![])]));
 

@@ -169,7 +169,6 @@ pub fn to_onnx(encoder: &EncoderNet, with_local: bool) -> Vec<u8> {
 pub fn run(checkpoint: &std::path::Path, out: &std::path::Path, with_local: bool) -> anyhow::Result<(std::path::PathBuf, usize)> {
     use crate::fit::checkpoint;
     use anyhow::Context;
-    use burn::config::Config;
     let ck = checkpoint::resolve(checkpoint)?;
     let config = checkpoint::load_config(&ck)?;
     let model = checkpoint::load_model(&ck, &config, &Device::flex())?;
@@ -177,7 +176,7 @@ pub fn run(checkpoint: &std::path::Path, out: &std::path::Path, with_local: bool
     let bytes = to_onnx(&model.encoder, with_local);
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     crate::fs::write_atomic(out, &bytes)?; // creates `dir`
-    config.save(dir.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("config.json").display()))?;
+    config.save_json(&dir.join("config.json"))?;
     dim_runtime::Encoder::from_bytes(&bytes).context("the exported model does not load in tract")?;
     Ok((ck, bytes.len()))
 }

@@ -6,7 +6,6 @@ use super::config::TrainConfig;
 use super::state::TrainState;
 use crate::model::DimModel;
 use anyhow::{Context, bail};
-use burn::config::Config;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
@@ -34,12 +33,6 @@ pub fn dir(out: &Path) -> PathBuf {
 
 fn io<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
     move |e| anyhow::anyhow!("{}: {e}", path.display())
-}
-
-fn sync_dir(path: &Path) {
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.sync_all();
-    }
 }
 
 /// Counts the non-finite values of every float parameter it visits.
@@ -89,20 +82,25 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
     let tmp = root.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // burn's BatchNorm keeps its newest running statistics on the side (`RunningState`) until
+    // the next step or `valid()` folds them in; a record taken now would lack the last step's
+    // update, and a resumed run would drift from one never stopped. `valid()` folds it in and
+    // changes nothing else (the next step reads the same values either way).
+    let _ = state.model.valid();
     state.model.clone().into_record().save(tmp.join("model.bpk")).map_err(io(&tmp))?;
     state.optim.save(tmp.join("optim.bpk")).map_err(io(&tmp))?;
     if let Some(disc) = &state.disc {
         disc.clone().into_record().save(tmp.join("disc.bpk")).map_err(io(&tmp))?;
         state.disc_optim.save(tmp.join("disc_optim.bpk")).map_err(io(&tmp))?;
     }
-    config.save(tmp.join("config.json")).map_err(io(&tmp))?;
+    config.save_json(&tmp.join("config.json"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&progress)?).map_err(io(&tmp))?;
     for f in std::fs::read_dir(&tmp)?.flatten() {
         std::fs::File::open(f.path()).and_then(|f| f.sync_all()).map_err(io(&f.path()))?;
     }
     let done = root.join(&name);
     std::fs::rename(&tmp, &done).map_err(io(&done))?;
-    sync_dir(&root);
+    crate::fs::sync_dir(&root);
     point_latest(&root, &name)?;
     prune(&root, &name);
     Ok(done)
@@ -110,12 +108,17 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
 
 /// Points `latest` at `name`, atomically (a temporary file renamed over it).
 fn point_latest(root: &Path, name: &str) -> anyhow::Result<()> {
-    let ptr_tmp = root.join(".latest.tmp");
-    std::fs::write(&ptr_tmp, name).map_err(io(&ptr_tmp))?;
-    std::fs::File::open(&ptr_tmp).and_then(|f| f.sync_all()).map_err(io(&ptr_tmp))?;
-    std::fs::rename(&ptr_tmp, root.join("latest")).map_err(io(root))?;
-    sync_dir(root);
-    Ok(())
+    crate::fs::write_atomic(&root.join("latest"), name.as_bytes())
+}
+
+/// Removes checkpoint folders a killed save left half-written (`.step-*.tmp`) under `out`.
+pub fn clean_stale(out: &Path) {
+    let root = dir(out);
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(".step-") && n.ends_with(".tmp")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Keeps the newest [`KEEP`] complete checkpoints (and never the one just written).

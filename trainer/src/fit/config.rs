@@ -99,6 +99,11 @@ impl TrainConfig {
     }
 
     /// Reads a TOML or JSON config; fields it leaves out keep their defaults.
+    /// Writes the config as JSON (what [`Self::load_file`] reads back), atomically.
+    pub fn save_json(&self, path: &Path) -> anyhow::Result<()> {
+        crate::fs::write_atomic(path, &serde_json::to_vec_pretty(self)?)
+    }
+
     pub fn load_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         let is_toml = path.extension().is_some_and(|e| e == "toml");

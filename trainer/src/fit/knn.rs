@@ -51,7 +51,7 @@ pub fn knn_report(
     let accuracy = |enc: &EncoderNet| -> anyhow::Result<f64> {
         let (bf, bl) = embed(enc, source.clone(), bank.clone(), &plain)?;
         let (vf, vl) = embed(enc, source.clone(), val_idx.to_vec(), &plain)?;
-        Ok(knn_accuracy(&bf, &bl, &vf, &vl, config.encoder().y_dim, 20))
+        knn_accuracy(&bf, &bl, &vf, &vl, config.encoder().y_dim, 20)
     };
     Ok(KnnReport {
         trained: accuracy(&model.encoder.valid())?,

@@ -46,7 +46,7 @@ pub fn measure(
     let (train_y, train_l) = embed(&encoder, source.clone(), take(train_idx), &plain)?;
     let (test_y, test_l) = embed(&encoder, source.clone(), take(val_idx), &plain)?;
     let dim = config.encoder().y_dim;
-    let knn = 100.0 * knn_accuracy(&train_y, &train_l, &test_y, &test_l, dim, 20);
+    let knn = percent(knn_accuracy(&train_y, &train_l, &test_y, &test_l, dim, 20)?);
     let classes = source.classes().len().max(2);
     let (tr, te) = probe::standardise(&train_y, &test_y, dim);
     // The linear probe of `eval` (Adam 1e-3), fewer epochs: a trend, not the reported figure.
@@ -55,9 +55,15 @@ pub fn measure(
     Ok(MonitorReport {
         epoch,
         knn,
-        linear_probe: 100.0 * linear.accuracy,
+        linear_probe: percent(linear.accuracy),
         train_images: train_l.len(),
         test_images: test_l.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A fraction as a percentage with two decimals: 0.5124 → 51.24 (not 51.239999999999995,
+/// which is what `100.0 * 0.5124` prints in `metrics.jsonl`).
+fn percent(fraction: f64) -> f64 {
+    (fraction * 10_000.0).round() / 100.0
 }

@@ -12,7 +12,6 @@ use super::state::{TrainState, device, new_state};
 use super::step::{StepLosses, step};
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use anyhow::{Context, bail};
-use burn::config::Config;
 use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +74,9 @@ pub fn train_loader(config: &TrainConfig, source: Arc<dyn ImageSource>, train_id
 /// saved config defines the run and only its length may change.
 fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result<(TrainConfig, Option<PathBuf>)> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+    // Leftovers of a process killed while writing: temporary files and checkpoint folders.
+    crate::fs::clean_stale(out);
+    checkpoint::clean_stale(out);
     let resume_from = if opts.resume { checkpoint::latest(out)? } else { None };
     if opts.resume && resume_from.is_none() {
         eprintln!("no checkpoint in {}; starting a new run", checkpoint::dir(out).display());
@@ -90,7 +92,7 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
         None => config,
     };
     config.validate()?;
-    config.save(out.join("config.json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.join("config.json").display()))?;
+    config.save_json(&out.join("config.json"))?;
     Ok((config, resume_from))
 }
 
