@@ -249,7 +249,7 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::folder::tests::write_folder;
+    use dim_data::testing::write_folder;
 
     fn classes_in(source: &dyn ImageSource, idx: &[usize]) -> std::collections::BTreeSet<usize> {
         idx.iter().map(|&i| source.label(i)).collect()

@@ -93,20 +93,9 @@ impl ImageSource for ImageFolder {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Writes `<root>/<class>/<i>.png|jpg` test images; returns the root.
-    pub(crate) fn write_folder(root: &Path, per_class: usize) {
-        for (c, name) in ["cats", "dogs"].iter().enumerate() {
-            std::fs::create_dir_all(root.join(name)).unwrap();
-            for i in 0..per_class {
-                let img = image::RgbImage::from_fn(40, 32, |x, _| image::Rgb([(c * 200) as u8, (x * 6) as u8, i as u8]));
-                let ext = if i % 2 == 0 { "png" } else { "jpg" };
-                img.save(root.join(name).join(format!("{i:04}.{ext}"))).unwrap();
-            }
-        }
-    }
+    use crate::testing::write_folder;
 
     #[test]
     fn reads_classes_and_crops_png_and_jpeg() {

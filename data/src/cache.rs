@@ -60,8 +60,9 @@ impl ImageSource for Cached {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ImageFolder, folder::tests::write_folder};
+    use super::super::ImageFolder;
     use super::*;
+    use crate::testing::write_folder;
 
     #[test]
     fn cached_reads_equal_fresh_reads_and_bad_files_keep_failing() {

@@ -134,8 +134,9 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ImageFolder, Shapes, folder::tests::write_folder};
+    use super::super::{ImageFolder, Shapes};
     use super::*;
+    use crate::testing::write_folder;
 
     fn cfg(skip_bad: bool) -> LoaderConfig {
         LoaderConfig { batch_size: 4, shuffle: true, drop_last: false, augment: Augment::default(), skip_bad, prefetch: 2, seed: 3 }

@@ -3,11 +3,14 @@
 //! Every source yields 32×32 RGB images (HWC u8, see [`dim_runtime::preprocess`]) with a class
 //! label. Sources are indexed, so the loader can decode any subset in any order on worker threads
 //! while the backend trains on the previous batch.
+//!
+//! The readers take untrusted bytes (downloaded archives, users' photos): they check sizes
+//! before allocating and return a [`DataError`] naming the file, never panic; `fuzz/` drives
+//! [`decode_bytes`] and [`Idx::from_bytes`] with arbitrary input.
 
 mod cache;
 mod cifar_bin;
-pub mod fetch;
-pub(crate) mod folder;
+mod folder;
 mod idx;
 mod loader;
 mod synthetic;
@@ -123,6 +126,25 @@ pub fn load_inputs(source: &dyn ImageSource, indices: &[usize]) -> Result<Vec<f3
         dim_runtime::preprocess::rgb32_to_input(img, o).expect("INPUT_LEN chunk");
     }
     Ok(out)
+}
+
+/// Helpers for other crates' tests (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use std::path::Path;
+
+    /// Writes `<root>/{cats,dogs}/<i>.png|jpg` (40×32, alternating PNG and JPEG), `per_class`
+    /// of each; the red channel tells the classes apart.
+    pub fn write_folder(root: &Path, per_class: usize) {
+        for (c, name) in ["cats", "dogs"].iter().enumerate() {
+            std::fs::create_dir_all(root.join(name)).unwrap();
+            for i in 0..per_class {
+                let img = image::RgbImage::from_fn(40, 32, |x, _| image::Rgb([(c * 200) as u8, (x * 6) as u8, i as u8]));
+                let ext = if i % 2 == 0 { "png" } else { "jpg" };
+                img.save(root.join(name).join(format!("{i:04}.{ext}"))).unwrap();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,26 +40,21 @@ pub(super) fn find_pair(dir: &Path) -> Option<(PathBuf, Option<PathBuf>)> {
 /// header stops here, before memory runs out.
 const MAX_IDX_BYTES: u64 = 1 << 31;
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    read_capped(path, MAX_IDX_BYTES)
-}
-
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        // Decompress no more than the cap (+1 byte to tell "exactly the cap" from "more").
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(cap + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::format(path, format!("corrupt gzip stream ({e}); re-download the file")))?;
-        if out.len() as u64 > cap {
-            return Err(DataError::format(path, format!("decompresses to more than {cap} bytes; not an image set this tool reads")));
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
+/// The IDX bytes of `raw`: itself, or its gzip stream decompressed (at most `cap` bytes).
+fn decompress_capped<'a>(raw: &'a [u8], cap: u64, path: &Path) -> Result<std::borrow::Cow<'a, [u8]>, DataError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw.into());
     }
+    let mut out = Vec::new();
+    // Decompress no more than the cap (+1 byte to tell "exactly the cap" from "more").
+    flate2::read::GzDecoder::new(raw)
+        .take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::format(path, format!("corrupt gzip stream ({e}); re-download the file")))?;
+    if out.len() as u64 > cap {
+        return Err(DataError::format(path, format!("decompresses to more than {cap} bytes; not an image set this tool reads")));
+    }
+    Ok(out.into())
 }
 
 /// Parses an IDX header and checks the payload length; returns (dims, payload).
@@ -86,8 +81,19 @@ fn parse(path: &Path, bytes: &[u8], want_dims: u8) -> Result<(Vec<usize>, std::o
 }
 
 impl Idx {
+    /// Reads an images file and, when given, its labels file (raw or gzip); without labels
+    /// every image is class 0.
     pub fn open(images: &Path, labels: Option<&Path>) -> Result<Self, DataError> {
-        let bytes = read_maybe_gz(images)?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| DataError::io(p, e));
+        let image_bytes = read(images)?;
+        let label_bytes = labels.map(|p| read(p).map(|b| (p, b))).transpose()?;
+        Self::from_bytes((images, &image_bytes), label_bytes.as_ref().map(|(p, b)| (*p, &b[..])))
+    }
+
+    /// Parses the bytes of an images file and of its labels file (raw or gzip), each with the
+    /// path its errors name. Untrusted input: sizes are checked before anything is allocated.
+    pub fn from_bytes((images, image_bytes): (&Path, &[u8]), labels: Option<(&Path, &[u8])>) -> Result<Self, DataError> {
+        let bytes = decompress_capped(image_bytes, MAX_IDX_BYTES, images)?;
         let (dims, body) = parse(images, &bytes, 3)?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if n == 0 || rows == 0 || cols == 0 {
@@ -95,8 +101,8 @@ impl Idx {
         }
         let pixels = bytes[body].to_vec();
         let labels = match labels {
-            Some(lp) => {
-                let lb = read_maybe_gz(lp)?;
+            Some((lp, raw)) => {
+                let lb = decompress_capped(raw, MAX_IDX_BYTES, lp)?;
                 let (ld, lbody) = parse(lp, &lb, 1)?;
                 if ld[0] != n {
                     return Err(DataError::format(lp, format!("{} labels for {n} images in {}", ld[0], images.display())));
@@ -169,17 +175,14 @@ pub(crate) mod tests {
     /// A small gzip that inflates past the cap stops at the cap, not after inflating it all.
     #[test]
     fn gzip_bombs_stop_at_the_cap() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t10k-images-idx3-ubyte.gz");
+        let path = Path::new("t10k-images-idx3-ubyte.gz");
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(&vec![0u8; 1 << 20]).unwrap();
         let gz = e.finish().unwrap();
         assert!(gz.len() < 4096, "1 MiB of zeros packs small");
-        std::fs::write(&path, gz).unwrap();
-        let err = read_capped(&path, 1000).unwrap_err().to_string();
+        let err = decompress_capped(&gz, 1000, path).unwrap_err().to_string();
         assert!(err.contains("more than 1000 bytes") && err.contains("t10k-images"), "{err}");
-        assert_eq!(read_capped(&path, 1 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(decompress_capped(&gz, 1 << 20, path).unwrap().len(), 1 << 20);
     }
 
     #[test]
