@@ -69,16 +69,30 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-/// Draws line charts: each series is a name and one or more curves of (x, y) points (one per
-/// seed, say), drawn in one colour under one legend entry.
+/// Size of the charts [`plot`] draws, in pixels.
+const PLOT_SIZE: (u32, u32) = (1000, 640);
+
+/// Draws line charts into a PNG file: each series is a name and one or more curves of (x, y)
+/// points (one per seed, say), drawn in one colour under one legend entry. plotters draws into
+/// memory and `image` encodes the PNG (plotters' own encoder would pull in a second, older
+/// `image`); the file is written atomically.
 pub fn plot(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
+    let (w, h) = PLOT_SIZE;
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    draw(&mut rgb, title, series)?;
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut png), &rgb, w, h, image::ExtendedColorType::Rgb8)?;
+    crate::fs::write_atomic(path, &png)
+}
+
+fn draw(rgb: &mut [u8], title: &str, series: &[Series]) -> anyhow::Result<()> {
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, curves)| curves.iter().flatten()).collect();
     anyhow::ensure!(!points.is_empty(), "no curves");
     register_font()?;
     let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(rgb, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -104,4 +118,27 @@ pub fn plot(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_pngs_with_the_curves_in_their_colours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let up: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, i as f64)).collect();
+        let flat: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 25.0)).collect();
+        plot(&path, "two curves", &[("rising", &[up][..]), ("flat", &[flat][..])]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), PLOT_SIZE);
+        for i in 0..2 {
+            let c = Palette99::pick(i).to_rgba();
+            let want = [c.0, c.1, c.2];
+            let n = img.pixels().filter(|p| p.0 == want).count();
+            assert!(n > 500, "series {i}: {n} pixels of its colour");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
 }
