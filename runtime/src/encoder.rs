@@ -28,14 +28,34 @@ impl<'a> Image<'a> {
     }
 }
 
-/// A loaded encoder: the optimised tract plan, built once. `Encoder` is `Send + Sync` and cheap
+/// A loaded encoder: optimised tract plans, built once. `Encoder` is `Send + Sync` and cheap
 /// to clone; share it across threads.
+///
+/// Two plans: one for a single image, with every shape concrete, and one for any batch size
+/// (a symbolic `N`). tract resolves a symbolic shape on every run and plans it less tightly:
+/// the concrete plan embeds one image in about three quarters of the time (`scripts/bench-runtime`).
+/// The price is the packed weights held twice.
 #[derive(Clone)]
 pub struct Encoder {
+    single: Arc<TypedRunnableModel>,
     plan: Arc<TypedRunnableModel>,
     /// The plan with the extra outputs of [`Encoder::from_bytes_with_layers`].
     layers: Option<Arc<TypedRunnableModel>>,
     dim: usize,
+    /// Threads a batch is split over (tract runs one image stream per thread).
+    threads: usize,
+}
+
+/// Fewest images a thread is given: below that, starting it costs more than it saves.
+const MIN_IMAGES_PER_THREAD: usize = 4;
+
+/// How an int8 graph is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Int8Form {
+    /// The faster of the int8 kernels and the float form on this architecture.
+    Fastest,
+    /// tract's int8 kernels everywhere.
+    AsWritten,
 }
 
 fn model_err(e: impl std::fmt::Display) -> Error {
@@ -72,15 +92,29 @@ impl Encoder {
     /// intermediate values (e.g. `relu3`, `fc_relu` of a `trainer export` / `quantize` file),
     /// as f32. Embedding alone is unchanged: the extra outputs are not computed for it.
     pub fn from_bytes_with_layers(bytes: &[u8], layers: &[&str]) -> Result<Self, Error> {
+        Self::load_guarded(bytes, layers, Int8Form::Fastest)
+    }
+
+    /// Like [`Encoder::from_bytes`], but an int8 graph runs on tract's int8 kernels on every
+    /// architecture — what an aarch64 board runs. On x86-64 [`Encoder::from_bytes`] runs it in
+    /// an equivalent float form instead, several times faster there (`scripts/bench-runtime`).
+    pub fn from_bytes_as_written(bytes: &[u8]) -> Result<Self, Error> {
+        Self::load_guarded(bytes, &[], Int8Form::AsWritten)
+    }
+
+    fn load_guarded(bytes: &[u8], layers: &[&str], form: Int8Form) -> Result<Self, Error> {
         let bytes = bytes.to_vec();
         let layers: Vec<String> = layers.iter().map(|s| s.to_string()).collect();
-        std::panic::catch_unwind(move || Self::load(&bytes, &layers)).unwrap_or_else(|p| {
+        std::panic::catch_unwind(move || Self::load(&bytes, &layers, form)).unwrap_or_else(|p| {
             let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(Error::Model(format!("rejected by tract: {}", msg.unwrap_or_else(|| "panic while loading".into()))))
         })
     }
 
-    fn load(bytes: &[u8], layers: &[String]) -> Result<Self, Error> {
+    fn load(bytes: &[u8], layers: &[String], form: Int8Form) -> Result<Self, Error> {
+        // On x86-64 an int8 graph runs faster in its float form (see `qdq`); elsewhere as written.
+        let float_form = if cfg!(target_arch = "x86_64") && form == Int8Form::Fastest { crate::qdq::float_form(bytes) } else { None };
+        let bytes = float_form.as_deref().unwrap_or(bytes);
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(model_err)?;
         if model.inputs.len() != 1 {
             return Err(Error::Model(format!("expected 1 input, found {}", model.inputs.len())));
@@ -100,6 +134,7 @@ impl Encoder {
         };
         let n = model.sym("N");
         let s = INPUT_SIDE as i64;
+        let single = model.clone().with_input_fact(0, f32::fact(dims!(1, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
         let model = model.with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
         let out = model.output_fact(0).map_err(model_err)?;
         let shape = out.shape.to_tvec();
@@ -111,6 +146,7 @@ impl Encoder {
             return Err(Error::Model("the model's output is 0 wide: it embeds nothing".into()));
         }
         let plan = model.into_runnable().map_err(model_err)?;
+        let single = single.into_runnable().map_err(model_err)?;
         let layers = match layered {
             None => None,
             Some(m) => {
@@ -119,7 +155,8 @@ impl Encoder {
                 Some(m.into_runnable().map_err(model_err)?)
             }
         };
-        Ok(Self { plan, layers, dim })
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self { single, plan, layers, dim, threads })
     }
 
     /// Width of the embedding.
@@ -127,23 +164,53 @@ impl Encoder {
         self.dim
     }
 
+    /// Runs batches on `threads` threads at most (default: the cores the system reports).
+    /// tract computes one image stream per thread, so a batch is split into that many parts;
+    /// a single image always runs on the calling thread.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
     /// Embeds already preprocessed images: `input` is `[n, 3, 32, 32]` f32 (see
     /// [`crate::preprocess`]), the result `[n, dim]`, row-major.
     pub fn embed_preprocessed(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
-        Ok(Self::run(&self.plan, input)?.remove(0))
+        let plan = if input.len() == INPUT_LEN { &self.single } else { &self.plan };
+        Ok(self.run_split(plan, input)?.remove(0))
     }
 
     /// `[y, layer 1, …]` for preprocessed `input`, each row-major `[n, width]` (a feature map
     /// flattened in CHW order). Needs [`Encoder::from_bytes_with_layers`].
     pub fn embed_layers(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let plan = self.layers.as_ref().ok_or_else(|| Error::Run("the encoder was loaded without layers".into()))?;
-        Self::run(plan, input)
+        self.run_split(plan, input)
     }
 
-    fn run(plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+    /// [`Self::run`] over up to `threads` parts of the batch at once, outputs joined in order.
+    fn run_split(&self, plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         if input.is_empty() || !input.len().is_multiple_of(INPUT_LEN) {
             return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
         }
+        let n = input.len() / INPUT_LEN;
+        let parts = self.threads.min(n / MIN_IMAGES_PER_THREAD).max(1);
+        if parts == 1 {
+            return Self::run(plan, input);
+        }
+        let per = n.div_ceil(parts) * INPUT_LEN;
+        let results: Vec<Result<Vec<Vec<f32>>, Error>> = std::thread::scope(|s| {
+            let workers: Vec<_> = input.chunks(per).map(|part| s.spawn(move || Self::run(plan, part))).collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(Error::Run("a worker thread panicked".into())))).collect()
+        });
+        let mut joined: Vec<Vec<f32>> = Vec::new();
+        for outputs in results {
+            let outputs = outputs?;
+            joined.resize(outputs.len(), Vec::new());
+            joined.iter_mut().zip(outputs).for_each(|(all, part)| all.extend(part));
+        }
+        Ok(joined)
+    }
+
+    fn run(plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let n = input.len() / INPUT_LEN;
         let t = Tensor::from_shape(&[n, 3, INPUT_SIDE, INPUT_SIDE], input).map_err(|e| Error::Run(e.to_string()))?;
         // A model that loaded may still be hostile (mutated weights or shapes): keep tract's

@@ -16,6 +16,8 @@
 pub mod preprocess;
 #[cfg(feature = "std")]
 mod encoder;
+#[cfg(feature = "std")]
+mod qdq;
 pub mod engine;
 pub mod prototypes;
 mod error;

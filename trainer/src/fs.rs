@@ -20,11 +20,13 @@ const TEMP_SUFFIX: &str = ".tmp";
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
+    // A temporary file is private (0600) by default; the output is an ordinary file, created
+    // like `std::fs::write` creates one (0666 less the umask).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     // On error `tmp` is dropped here, which deletes it: a full disk keeps no partial file.
     tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
@@ -71,6 +73,16 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), b"second");
         assert_eq!(std::fs::read(&b).unwrap(), b"sibling");
         assert_eq!(names(dir.path()), ["y.csv", "y.npy"]);
+        // Ordinary permissions, as `std::fs::write` gives (not a temporary file's 0600).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::write(&plain, b"").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode(&a), mode(&plain));
+            std::fs::remove_file(plain).unwrap();
+        }
         // A folder that does not exist yet is made.
         write_atomic(&dir.path().join("sub/z.json"), b"{}").unwrap();
         assert_eq!(std::fs::read(dir.path().join("sub/z.json")).unwrap(), b"{}");
