@@ -280,9 +280,15 @@ pub struct QuantizeArgs {
 /// Where the images come from and how many (shared by `eval` and `check`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
-    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8) from `export` / `quantize`.
+    /// A run folder / checkpoint, an ONNX encoder (f32 or int8) from `export` / `quantize`, or an
+    /// engine blob from `quantize --blob`.
     #[arg(long)]
     pub model: PathBuf,
+    /// The runtime that embeds the images: tract (dim-runtime's `Encoder`, as on ARM Linux) or
+    /// the no_std engine the Cortex-M firmware runs (a `.blob`). Default: engine for a `.blob`,
+    /// tract otherwise.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
     /// Images the probes and estimators train on (any format `fit --data` reads).
     #[arg(long)]
     pub train: PathBuf,
@@ -370,10 +376,27 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
+/// `--runtime` of `eval` / `check`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum RuntimeArg {
+    Tract,
+    Engine,
+}
+
+impl From<RuntimeArg> for dim_trainer::eval::deployed::Runtime {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Tract => Self::Tract,
+            RuntimeArg::Engine => Self::Engine,
+        }
+    }
+}
+
 impl From<&DataArgs> for DataOptions {
     fn from(a: &DataArgs) -> Self {
         Self {
             model: a.model.clone(),
+            runtime: a.runtime.map(Into::into),
             train: a.train.clone(),
             test: a.test.clone(),
             validation_size: a.validation_size,

@@ -58,7 +58,7 @@ pub fn run(o: &EmbedOptions) -> anyhow::Result<(usize, usize)> {
         bail!("{}: the output must end in .csv or .npy", o.out.display());
     }
     let files = image_files(&o.inputs)?;
-    let (encoder, _) = crate::eval::load_encoder(&o.model)?;
+    let (encoder, _) = crate::eval::deployed::load_encoder(&o.model)?;
     let dim = encoder.dim();
     let mut y = Vec::with_capacity(files.len() * dim);
     let bar = crate::progress::bar(true, files.len(), "images embedded");

@@ -133,6 +133,40 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("check passed"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 
+    // The same check through the no_std engine (the code the firmware runs), on the blob.
+    let engine_check = |blob: &str| {
+        let out = p("check-engine.json");
+        trainer()
+            .args([&["check", "--model", blob, "--reference", &p("ref/report.json"), "--out", &out, "--max-drop", "3"][..], &measure].concat())
+            .output()
+            .unwrap()
+    };
+    let out = engine_check(&p("new/encoder.blob"));
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("check passed") && err.contains("the no_std engine"), "{text}\n{err}");
+    // A blob that parses (its checksum recomputed) but whose first convolution lost its
+    // weights: the engine runs it, and the check finds what it lost.
+    let mut blob = std::fs::read(p("new/encoder.blob")).unwrap();
+    let header = dim_runtime::engine::blob::HEADER_LEN;
+    let conv1 = header + 8 + 20; // payload: image scale and pool flag, then conv1's fields
+    let out_channels = u16::from_le_bytes([blob[header + 8], blob[header + 9]]) as usize;
+    blob[conv1..conv1 + out_channels * 27].fill(0);
+    let crc = dim_runtime::engine::blob::checksum(&blob[header..]);
+    blob[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(p("zeroed.blob"), &blob).unwrap();
+    let out = engine_check(&p("zeroed.blob"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("check FAILED") && text.contains("knn.y"), "{text}");
+    // An ONNX file is not an engine model.
+    let out = trainer()
+        .args(["check", "--runtime", "engine", "--model", &p("encoder.int8.onnx"), "--reference", &p("ref/report.json")])
+        .args(measure)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("encoder.int8.onnx") && err.contains("--blob"), "{err}");
+
     let mut inflated = report.clone();
     for m in inflated["measures"].as_array_mut().unwrap() {
         if m["name"] == "knn.y" {

@@ -1,23 +1,22 @@
 //! `trainer eval` and `trainer check`: how good a representation is, and whether the deployed
 //! encoder still carries it.
 //!
-//! Representations always come from `dim-runtime` (tract): a checkpoint is exported in memory
-//! first (tract matches burn to 1e-4, see `tests/export.rs`), an ONNX file — f32 or int8 — is run
-//! as a device would run it. The measures (paper protocol, DESIGN.md): nonlinear and linear probes
+//! Representations always come from a runtime a device runs ([`deployed`]): `dim-runtime`'s
+//! tract `Encoder` for a checkpoint (exported in memory first; tract matches burn to 1e-4, see
+//! `tests/export.rs`) or an ONNX file, f32 or int8; the no_std engine itself for a `.blob`. The measures (paper protocol, DESIGN.md): nonlinear and linear probes
 //! on conv, fc and Y; kNN on Y; MINE of I(X; Y); NDM of Y. Each learned measure runs once per
 //! seed, and the report gives every value with the mean and standard deviation, so the tolerances
 //! of `check` rest on the measured run-to-run spread.
 
 pub mod check;
+pub mod deployed;
 pub mod estimators;
 pub mod report;
 pub mod run;
 
 use crate::data::{self, ImageSource};
-use crate::export::PROBE_LAYERS;
 use crate::knn;
 use crate::probe::{self, ProbeConfig, ProbeKind, Rows};
-use anyhow::Context;
 use estimators::{EstimatorConfig, Kind};
 use std::path::Path;
 use std::sync::Arc;
@@ -105,49 +104,6 @@ pub struct Split {
     pub labels: Vec<usize>,
     /// `(name, width, rows)` for `y`, then `conv` and `fc` when the model outputs them.
     pub layers: Vec<(&'static str, usize, Vec<f32>)>,
-}
-
-/// Loads `model` (a run folder / checkpoint, or an ONNX file) into the runtime, with its probe
-/// layers when it has them. Returns the encoder and whether the layers are there.
-pub fn load_encoder(model: &Path) -> anyhow::Result<(dim_runtime::Encoder, bool)> {
-    let bytes = if model.is_dir() {
-        let ck = crate::fit::checkpoint::resolve(model)?;
-        let config = crate::fit::checkpoint::load_config(&ck)?;
-        let m = crate::fit::checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex())?;
-        crate::export::to_onnx(&m.encoder, false)
-    } else {
-        std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?
-    };
-    match dim_runtime::Encoder::from_bytes_with_layers(&bytes, &PROBE_LAYERS) {
-        Ok(e) => Ok((e, true)),
-        Err(dim_runtime::Error::MissingOutput(_)) => {
-            eprintln!(
-                "note: {} has no `relu3` / `fc_relu` outputs (exported before they existed?): probes run on Y only; re-export to probe conv and fc",
-                model.display()
-            );
-            Ok((dim_runtime::Encoder::from_bytes(&bytes).with_context(|| format!("{}", model.display()))?, false))
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot load {}", model.display())),
-    }
-}
-
-/// Decodes `indices` of `source` and runs them through `encoder`.
-pub fn represent(encoder: &dim_runtime::Encoder, layers: bool, source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
-    let images = data::load_inputs(source, indices)?;
-    let labels = indices.iter().map(|&i| source.label(i)).collect();
-    let n = indices.len().max(1);
-    let mut out: Vec<Vec<f32>> = Vec::new();
-    let bar = crate::progress::bar(true, indices.len(), "images embedded");
-    for chunk in images.chunks(256 * dim_runtime::INPUT_LEN) {
-        let parts = if layers { encoder.embed_layers(chunk)? } else { vec![encoder.embed_preprocessed(chunk)?] };
-        out.resize(parts.len(), Vec::new());
-        out.iter_mut().zip(parts).for_each(|(o, p)| o.extend(p));
-        bar.inc((chunk.len() / dim_runtime::INPUT_LEN) as u64);
-    }
-    bar.finish_and_clear();
-    let names = ["y", "conv", "fc"];
-    let layers = out.into_iter().enumerate().map(|(i, v)| (names[i], v.len() / n, v)).collect();
-    Ok(Split { images, labels, layers })
 }
 
 /// Runs every measure. `log` receives one line per finished measure.

@@ -1,6 +1,7 @@
 //! The `trainer eval` and `trainer check` commands.
 
-use super::{Report, Settings, Splits, check, load_encoder, open_splits, report, represent};
+use super::deployed::{Deployed, Runtime};
+use super::{Report, Settings, Splits, check, open_splits, report};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,8 +9,10 @@ use std::time::Instant;
 /// Where the images come from and how many (shared by `eval` and `check`; see `trainer eval --help`).
 #[derive(Debug, Clone)]
 pub struct DataOptions {
-    /// A run folder / checkpoint, or an ONNX encoder (f32 or int8).
+    /// A run folder / checkpoint, an ONNX encoder (f32 or int8), or an engine blob.
     pub model: PathBuf,
+    /// `None`: the engine for a `.blob`, tract otherwise.
+    pub runtime: Option<Runtime>,
     pub train: PathBuf,
     /// `None`: the validation split of `train`.
     pub test: Option<PathBuf>,
@@ -42,11 +45,11 @@ fn splits(data: &DataOptions) -> anyhow::Result<Splits> {
 
 fn measure(data: &DataOptions, (train_src, train_idx, test_src, test_idx, test_desc): Splits, settings: &Settings) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let (encoder, layers) = load_encoder(&data.model)?;
+    let deployed = Deployed::load(&data.model, data.runtime)?;
     anyhow::ensure!(train_idx.len() >= 2 && test_idx.len() >= 2, "need at least 2 train and 2 test images");
-    eprintln!("representing {} train and {} test images through dim-runtime (tract)…", train_idx.len(), test_idx.len());
-    let train = represent(&encoder, layers, &*train_src, &train_idx)?;
-    let test = represent(&encoder, layers, &*test_src, &test_idx)?;
+    eprintln!("representing {} train and {} test images through {}…", train_idx.len(), test_idx.len(), deployed.runtime());
+    let train = deployed.represent(&*train_src, &train_idx)?;
+    let test = deployed.represent(&*test_src, &test_idx)?;
     let classes = train_src.classes().len().max(test_src.classes().len()).max(2);
     let measures = super::evaluate(settings, &train, &test, classes, &mut |line| eprintln!("{line}"))?;
     Ok(Report {
