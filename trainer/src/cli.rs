@@ -7,6 +7,7 @@ use dim_trainer::embed::EmbedOptions;
 use dim_trainer::eval::Settings;
 use dim_trainer::eval::run::{CheckOptions, DataOptions, EvalOptions};
 use dim_trainer::fit::config::{BackendKind, ModelKind, TrainConfig};
+use dim_trainer::fit::preset::Preset;
 use dim_trainer::model::LocalCriticKind;
 use dim_trainer::objective::Estimator;
 use dim_trainer::quantize::QuantizeOptions;
@@ -117,6 +118,11 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct FitArgs {
+    /// Start from a named recipe (configs/presets/): `paper` — the paper's DIM(L), also the
+    /// defaults; `fast` — the recipe study's winner per CPU-hour (tiny, InfoNCE, W=128, Adam
+    /// 1e-3; docs/recipes.md). --config and flags override it. New runs only.
+    #[arg(long, value_parser = choice::<Preset>(&Preset::NAMES))]
+    pub preset: Option<Preset>,
     /// TOML or JSON file of config fields (see OUT/config.json of any run); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -347,10 +353,15 @@ pub struct CheckArgs {
 pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     // On --resume the run's own config is the base: a flag changes only what it names.
     let saved = a.out.join("config.json");
-    let mut c = match &a.config {
-        Some(p) => TrainConfig::load_file(p)?,
-        None if a.resume && saved.exists() => TrainConfig::load_file(&saved)?,
+    let base = match a.preset {
+        Some(_) if a.resume && saved.exists() => anyhow::bail!("--preset starts a new run; a resumed run keeps its own config ({})", saved.display()),
+        Some(p) => p.config()?,
         None => TrainConfig::new(),
+    };
+    let mut c = match &a.config {
+        Some(p) => base.overlay_file(p)?,
+        None if a.resume && saved.exists() => TrainConfig::load_file(&saved)?,
+        None => base,
     };
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };

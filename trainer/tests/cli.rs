@@ -120,7 +120,12 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("ref/report.json")).unwrap()).unwrap();
     let measures = report["measures"].as_array().unwrap();
-    assert_eq!(measures.len(), 9, "knn, mine, ndm and 6 probes");
+    let names: Vec<&str> = measures.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(measures.len(), 15, "knn, mine, ndm, 6 probes, 3 few-shot, 2 novelty, the pixel floor: {names:?}");
+    for name in ["fewshot.5way.1shot", "fewshot.5way.5shot", "fewshot.5way.10shot", "novelty.auroc", "novelty.tnr95", "fewshot.5way.5shot.pixels"] {
+        let m = measures.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name} missing: {names:?}"));
+        assert_eq!(m["unit"], "%", "{name}");
+    }
     assert!(measures.iter().filter(|m| m["name"] != "knn.y").all(|m| m["values"].as_array().unwrap().len() == 2));
 
     // 200 test images: one image is half a point, so allow 3 points here (CIFAR checks keep 1).

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod deployed;
 pub mod estimators;
+pub mod fewshot;
 pub mod report;
 pub mod run;
 
@@ -143,16 +144,51 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
         let m = estimators::estimate(Kind::Mine { y_dim: *yd }, &mine_cfg, &rows(&train.images, &ys_tr), &rows(&test.images, &ys_te), dx + yd)?;
         say(&format!("mine (seed {seed})"), m.value, Unit::Nats);
         runs.entry("mine".into()).or_default().push((m.value, m.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
+        few_shot_and_novelty(train, test, classes, seed, &mut |name, v| {
+            say(&format!("{name} (seed {seed})"), v, Unit::Percent);
+            runs.entry(name.to_string()).or_default().push((v, vec![]));
+        });
         let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
         let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
         say(&format!("ndm (seed {seed})"), n.value, Unit::Nats);
         runs.entry("ndm".into()).or_default().push((n.value, n.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
     }
     for (name, r) in runs {
-        let unit = if name.starts_with("probe") { Unit::Percent } else { Unit::Nats };
+        let unit = if ["probe", "fewshot", "novelty"].iter().any(|p| name.starts_with(p)) { Unit::Percent } else { Unit::Nats };
         measures.push(Measure::new(name, unit, r));
     }
     Ok(measures)
+}
+
+/// Episodes per seed of the few-shot and novelty measures (see [`fewshot`]).
+const FEW_SHOT_EPISODES: usize = 200;
+const NOVELTY_EPISODES: usize = 50;
+/// Query images per class in a few-shot episode; support images per class in a novelty one.
+const QUERIES: usize = 15;
+const NOVELTY_SHOTS: usize = 10;
+
+/// The few-shot and novelty measures on Y (support from `train`, queries from `test`), and a
+/// raw-pixel floor for the 5-shot figure; each as `(name, percent)`. Measures whose episodes
+/// do not fit the data (too few classes or images) are left out.
+fn few_shot_and_novelty(train: &Split, test: &Split, classes: usize, seed: u64, out: &mut dyn FnMut(&str, f64)) {
+    use fewshot::{Episode, Labelled, few_shot_accuracy, novelty};
+    let (_, yd, y_tr) = &train.layers[0];
+    let (tr, te) = (Labelled { y: y_tr, labels: &train.labels, dim: *yd }, Labelled { y: &test.layers[0].2, labels: &test.labels, dim: *yd });
+    let ways = classes.min(5);
+    for shots in [1, 5, 10] {
+        if let Some(a) = few_shot_accuracy(tr, te, classes, Episode { ways, shots, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {
+            out(&format!("fewshot.{ways}way.{shots}shot"), 100.0 * a);
+        }
+    }
+    if let Some((auroc, tnr)) = novelty(tr, te, classes, NOVELTY_SHOTS, NOVELTY_EPISODES, seed) {
+        out("novelty.auroc", 100.0 * auroc);
+        out("novelty.tnr95", 100.0 * tnr);
+    }
+    let dx = dim_runtime::INPUT_LEN;
+    let (px_tr, px_te) = (Labelled { y: &train.images, labels: &train.labels, dim: dx }, Labelled { y: &test.images, labels: &test.labels, dim: dx });
+    if let Some(a) = few_shot_accuracy(px_tr, px_te, classes, Episode { ways, shots: 5, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {
+        out(&format!("fewshot.{ways}way.5shot.pixels"), 100.0 * a);
+    }
 }
 
 /// (train source, train indices, test source, test indices, description of the test split).

@@ -98,32 +98,41 @@ impl TrainConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
     }
 
-    /// Reads a TOML or JSON config; fields it leaves out keep their defaults.
     /// Writes the config as JSON (what [`Self::load_file`] reads back), atomically.
     pub fn save_json(&self, path: &Path) -> anyhow::Result<()> {
         crate::fs::write_atomic(path, &serde_json::to_vec_pretty(self)?)
     }
 
+    /// Reads a TOML or JSON config; fields it leaves out keep their defaults.
     pub fn load_file(path: &Path) -> anyhow::Result<Self> {
+        Self::new().overlay_file(path)
+    }
+
+    /// `self` with the fields of a TOML (`.toml`) or JSON file over it.
+    pub fn overlay_file(self, path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let is_toml = path.extension().is_some_and(|e| e == "toml");
-        // Merge the file over the defaults so a partial file is enough.
-        let mut value = serde_json::to_value(Self::new())?;
+        self.overlay(&text, path.extension().is_some_and(|e| e == "toml"), &path.display().to_string())
+    }
+
+    /// `self` with the fields of `text` (TOML or JSON) over it, so a partial file is enough;
+    /// `origin` names the text in errors.
+    pub fn overlay(self, text: &str, is_toml: bool, origin: &str) -> anyhow::Result<Self> {
+        let mut value = serde_json::to_value(self)?;
         let over: serde_json::Value = if is_toml {
-            toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?
+            toml::from_str(text).with_context(|| format!("{origin}: invalid TOML"))?
         } else {
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?
+            serde_json::from_str(text).with_context(|| format!("{origin}: invalid JSON"))?
         };
         let (Some(base), serde_json::Value::Object(over)) = (value.as_object_mut(), over) else {
-            bail!("{}: expected a table of config fields", path.display());
+            bail!("{origin}: expected a table of config fields");
         };
         for (k, v) in over {
             if !base.contains_key(&k) {
-                bail!("{}: unknown config field `{k}`; known fields: {}", path.display(), base.keys().cloned().collect::<Vec<_>>().join(", "));
+                bail!("{origin}: unknown config field `{k}`; known fields: {}", base.keys().cloned().collect::<Vec<_>>().join(", "));
             }
             base.insert(k, v);
         }
-        serde_json::from_value(value).with_context(|| format!("{}: a field has the wrong type", path.display()))
+        serde_json::from_value(value).with_context(|| format!("{origin}: a field has the wrong type"))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod knn;
 pub mod metrics;
 pub mod monitor;
+pub mod preset;
 pub mod state;
 pub mod step;
 pub mod train;
