@@ -55,7 +55,8 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     let rgb: dim_runtime::Rgb32 = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
     let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
-    let y = dim_runtime::Encoder::from_path(data("encoder.int8.onnx")).unwrap().embed_preprocessed(&input).unwrap();
+    let int8 = std::fs::read(data("encoder.int8.onnx")).unwrap();
+    let y = dim_runtime::Encoder::from_bytes_as_written(&int8).unwrap().embed_preprocessed(&input).unwrap();
     let blob = std::fs::read(data("encoder.blob")).unwrap();
     let model = dim_runtime::engine::Model::parse(&blob).unwrap();
     let mut want = vec![0i8; y.len()];
