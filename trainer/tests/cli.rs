@@ -121,8 +121,18 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("ref/report.json")).unwrap()).unwrap();
     let measures = report["measures"].as_array().unwrap();
     let names: Vec<&str> = measures.iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(measures.len(), 15, "knn, mine, ndm, 6 probes, 3 few-shot, 2 novelty, the pixel floor: {names:?}");
-    for name in ["fewshot.5way.1shot", "fewshot.5way.5shot", "fewshot.5way.10shot", "novelty.auroc", "novelty.tnr95", "fewshot.5way.5shot.pixels"] {
+    // `export` wrote config.json beside the model: the untrained twin's floor is measured too.
+    assert_eq!(measures.len(), 20, "knn, mine, ndm, 6 probes, 3 few-shot, 2 novelty, the pixel floor, 5 random-encoder floors: {names:?}");
+    for name in [
+        "fewshot.5way.1shot",
+        "fewshot.5way.5shot",
+        "fewshot.5way.10shot",
+        "novelty.auroc",
+        "novelty.tnr95",
+        "fewshot.5way.5shot.pixels",
+        "fewshot.5way.5shot.random",
+        "novelty.auroc.random",
+    ] {
         let m = measures.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name} missing: {names:?}"));
         assert_eq!(m["unit"], "%", "{name}");
     }

@@ -83,6 +83,24 @@ impl Deployed {
     }
 }
 
+/// The untrained twin of `model`: an encoder of its architecture seeded as its run was (the
+/// training config of a run folder, or the `config.json` that `export` and `ship-model` put
+/// beside an encoder file), in tract. `None` when no config is found.
+pub fn random_twin(model: &Path) -> anyhow::Result<Option<Encoder>> {
+    use crate::fit::{checkpoint, config::TrainConfig};
+    let config = if model.is_dir() {
+        checkpoint::load_config(&checkpoint::resolve(model)?)?
+    } else {
+        match model.parent().map(|d| d.join("config.json")).filter(|p| p.exists()) {
+            Some(p) => TrainConfig::load_file(&p)?,
+            None => return Ok(None),
+        }
+    };
+    let device = burn::tensor::Device::flex();
+    let encoder = crate::fit::state::random_encoder(&config, &device);
+    Ok(Some(Encoder::from_bytes(&crate::export::to_onnx(&encoder, false))?))
+}
+
 /// Runs `indices` of `source` through the engine, one image at a time as on a device (images
 /// in parallel, an arena each).
 fn represent_engine(blob: &[u8], source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {

@@ -107,8 +107,17 @@ pub struct Split {
     pub layers: Vec<(&'static str, usize, Vec<f32>)>,
 }
 
-/// Runs every measure. `log` receives one line per finished measure.
-pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Measure>> {
+/// Runs every measure; with `floor` (the untrained twin's splits), also the few-shot and
+/// novelty measures of that floor, suffixed `.random`. `log` receives one line per finished
+/// measure.
+pub fn evaluate(
+    settings: &Settings,
+    train: &Split,
+    test: &Split,
+    floor: Option<(&Split, &Split)>,
+    classes: usize,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<Measure>> {
     let started = Instant::now();
     let mut say = |name: &str, v: f64, unit: Unit| log(&format!("[{:>6.0} s] {name}: {v:.3} {unit}", started.elapsed().as_secs_f64()));
     let (_, yd, y_tr) = &train.layers[0];
@@ -144,10 +153,15 @@ pub fn evaluate(settings: &Settings, train: &Split, test: &Split, classes: usize
         let m = estimators::estimate(Kind::Mine { y_dim: *yd }, &mine_cfg, &rows(&train.images, &ys_tr), &rows(&test.images, &ys_te), dx + yd)?;
         say(&format!("mine (seed {seed})"), m.value, Unit::Nats);
         runs.entry("mine".into()).or_default().push((m.value, m.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
-        few_shot_and_novelty(train, test, classes, seed, &mut |name, v| {
+        let mut record = |name: &str, v: f64| {
             say(&format!("{name} (seed {seed})"), v, Unit::Percent);
             runs.entry(name.to_string()).or_default().push((v, vec![]));
-        });
+        };
+        few_shot_and_novelty(train, test, classes, seed, "", &mut record);
+        pixel_floor(train, test, classes, seed, &mut record);
+        if let Some((f_train, f_test)) = floor {
+            few_shot_and_novelty(f_train, f_test, classes, seed, ".random", &mut record);
+        }
         let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
         let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
         say(&format!("ndm (seed {seed})"), n.value, Unit::Nats);
@@ -167,26 +181,32 @@ const NOVELTY_EPISODES: usize = 50;
 const QUERIES: usize = 15;
 const NOVELTY_SHOTS: usize = 10;
 
-/// The few-shot and novelty measures on Y (support from `train`, queries from `test`), and a
-/// raw-pixel floor for the 5-shot figure; each as `(name, percent)`. Measures whose episodes
-/// do not fit the data (too few classes or images) are left out.
-fn few_shot_and_novelty(train: &Split, test: &Split, classes: usize, seed: u64, out: &mut dyn FnMut(&str, f64)) {
+/// The few-shot and novelty measures on Y (support from `train`, queries from `test`), each as
+/// `(name + suffix, percent)`. Measures whose episodes do not fit the data (too few classes or
+/// images) are left out.
+fn few_shot_and_novelty(train: &Split, test: &Split, classes: usize, seed: u64, suffix: &str, out: &mut dyn FnMut(&str, f64)) {
     use fewshot::{Episode, Labelled, few_shot_accuracy, novelty};
     let (_, yd, y_tr) = &train.layers[0];
     let (tr, te) = (Labelled { y: y_tr, labels: &train.labels, dim: *yd }, Labelled { y: &test.layers[0].2, labels: &test.labels, dim: *yd });
     let ways = classes.min(5);
     for shots in [1, 5, 10] {
         if let Some(a) = few_shot_accuracy(tr, te, classes, Episode { ways, shots, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {
-            out(&format!("fewshot.{ways}way.{shots}shot"), 100.0 * a);
+            out(&format!("fewshot.{ways}way.{shots}shot{suffix}"), 100.0 * a);
         }
     }
     if let Some((auroc, tnr)) = novelty(tr, te, classes, NOVELTY_SHOTS, NOVELTY_EPISODES, seed) {
-        out("novelty.auroc", 100.0 * auroc);
-        out("novelty.tnr95", 100.0 * tnr);
+        out(&format!("novelty.auroc{suffix}"), 100.0 * auroc);
+        out(&format!("novelty.tnr95{suffix}"), 100.0 * tnr);
     }
+}
+
+/// The 5-shot measure on raw pixels: the floor any representation should beat.
+fn pixel_floor(train: &Split, test: &Split, classes: usize, seed: u64, out: &mut dyn FnMut(&str, f64)) {
+    use fewshot::{Episode, Labelled, few_shot_accuracy};
     let dx = dim_runtime::INPUT_LEN;
-    let (px_tr, px_te) = (Labelled { y: &train.images, labels: &train.labels, dim: dx }, Labelled { y: &test.images, labels: &test.labels, dim: dx });
-    if let Some(a) = few_shot_accuracy(px_tr, px_te, classes, Episode { ways, shots: 5, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {
+    let (tr, te) = (Labelled { y: &train.images, labels: &train.labels, dim: dx }, Labelled { y: &test.images, labels: &test.labels, dim: dx });
+    let ways = classes.min(5);
+    if let Some(a) = few_shot_accuracy(tr, te, classes, Episode { ways, shots: 5, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {
         out(&format!("fewshot.{ways}way.5shot.pixels"), 100.0 * a);
     }
 }

@@ -50,8 +50,19 @@ fn measure(data: &DataOptions, (train_src, train_idx, test_src, test_idx, test_d
     eprintln!("representing {} train and {} test images through {}…", train_idx.len(), test_idx.len(), deployed.runtime());
     let train = deployed.represent(&*train_src, &train_idx)?;
     let test = deployed.represent(&*test_src, &test_idx)?;
+    // The untrained twin, when the model's training config is at hand: the floor of the
+    // few-shot and novelty measures (`*.random`).
+    let floor = match super::deployed::random_twin(&data.model)? {
+        Some(twin) => {
+            eprintln!("representing them through the untrained twin (the random-encoder floor)…");
+            let twin = Deployed::Tract(twin, false);
+            Some((twin.represent(&*train_src, &train_idx)?, twin.represent(&*test_src, &test_idx)?))
+        }
+        None => None,
+    };
     let classes = train_src.classes().len().max(test_src.classes().len()).max(2);
-    let measures = super::evaluate(settings, &train, &test, classes, &mut |line| eprintln!("{line}"))?;
+    let floor = floor.as_ref().map(|(a, b)| (a, b));
+    let measures = super::evaluate(settings, &train, &test, floor, classes, &mut |line| eprintln!("{line}"))?;
     Ok(Report {
         model: data.model.display().to_string(),
         train: data.train.display().to_string(),

@@ -51,6 +51,16 @@ impl ModuleVisitor for Materialise {
 /// every run's initialisation a function of its seed alone.
 static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The encoder of `config` as a run seeded with it starts, untrained (on the plain backend):
+/// the floor `eval` reads a trained encoder's measures against.
+pub fn random_encoder(config: &TrainConfig, device: &Device) -> crate::model::EncoderNet {
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(config.seed);
+    let encoder = config.encoder().init(device);
+    encoder.visit(&mut Materialise);
+    encoder
+}
+
 /// Fresh model, discriminator and optimisers for `config` (seeded initialisation).
 pub fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
