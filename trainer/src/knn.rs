@@ -1,7 +1,8 @@
 //! The k-nearest-neighbour probe (cosine similarity, majority vote) over embeddings, shared by
 //! `fit`'s closing figure and `eval`.
 
-fn normalise(v: &mut [f32], dim: usize) {
+/// Scales each `dim`-wide row of `v` to unit length (a zero row stays zero).
+pub(crate) fn normalise(v: &mut [f32], dim: usize) {
     for row in v.chunks_mut(dim) {
         let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         row.iter_mut().for_each(|x| *x /= n);

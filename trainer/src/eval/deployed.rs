@@ -174,9 +174,16 @@ pub fn load_encoder(model: &Path) -> anyhow::Result<(Encoder, bool)> {
 fn represent_tract(encoder: &Encoder, layers: bool, source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
     let images = data::load_inputs(source, indices)?;
     let labels = indices.iter().map(|&i| source.label(i)).collect();
-    let n = indices.len().max(1);
+    let layers = embed_inputs(encoder, layers, &images)?;
+    Ok(Split { images, labels, layers })
+}
+
+/// `(name, width, rows)` of `y`, then `conv` and `fc` with `layers`, for already preprocessed
+/// `images` (`[n, 3, 32, 32]`), embedded in chunks under a progress bar.
+pub fn embed_inputs(encoder: &Encoder, layers: bool, images: &[f32]) -> anyhow::Result<Vec<(&'static str, usize, Vec<f32>)>> {
+    let n = (images.len() / dim_runtime::INPUT_LEN).max(1);
     let mut out: Vec<Vec<f32>> = Vec::new();
-    let bar = crate::progress::bar(true, indices.len(), "images embedded");
+    let bar = crate::progress::bar(true, images.len() / dim_runtime::INPUT_LEN, "images embedded");
     for chunk in images.chunks(256 * dim_runtime::INPUT_LEN) {
         let parts = if layers { encoder.embed_layers(chunk)? } else { vec![encoder.embed_preprocessed(chunk)?] };
         out.resize(parts.len(), Vec::new());
@@ -185,6 +192,5 @@ fn represent_tract(encoder: &Encoder, layers: bool, source: &dyn ImageSource, in
     }
     bar.finish_and_clear();
     let names = ["y", "conv", "fc"];
-    let layers = out.into_iter().enumerate().map(|(i, v)| (names[i], v.len() / n, v)).collect();
-    Ok(Split { images, labels, layers })
+    Ok(out.into_iter().enumerate().map(|(i, v)| (names[i], v.len() / n, v)).collect())
 }

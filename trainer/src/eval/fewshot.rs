@@ -41,10 +41,11 @@ impl Labelled<'_> {
     }
 }
 
-/// `v / |v|` (a zero vector stays zero).
+/// `v / |v|` (a zero vector stays zero), as the kNN probe normalises.
 fn normalised(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 { v.iter().map(|x| x / n).collect() } else { v.to_vec() }
+    let (mut row, dim) = (v.to_vec(), v.len().max(1));
+    crate::knn::normalise(&mut row, dim);
+    row
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

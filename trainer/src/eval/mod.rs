@@ -107,14 +107,14 @@ pub struct Split {
     pub layers: Vec<(&'static str, usize, Vec<f32>)>,
 }
 
-/// Runs every measure; with `floor` (the untrained twin's splits), also the few-shot and
-/// novelty measures of that floor, suffixed `.random`. `log` receives one line per finished
-/// measure.
+/// Runs every measure; with `floor` (the untrained twin's Y of the train and test images, rows
+/// as in `train` / `test`), also the few-shot and novelty measures of that floor, suffixed
+/// `.random`. `log` receives one line per finished measure.
 pub fn evaluate(
     settings: &Settings,
     train: &Split,
     test: &Split,
-    floor: Option<(&Split, &Split)>,
+    floor: Option<(&[f32], &[f32])>,
     classes: usize,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<Measure>> {
@@ -157,10 +157,11 @@ pub fn evaluate(
             say(&format!("{name} (seed {seed})"), v, Unit::Percent);
             runs.entry(name.to_string()).or_default().push((v, vec![]));
         };
-        few_shot_and_novelty(train, test, classes, seed, "", &mut record);
+        let labels = (&train.labels[..], &test.labels[..]);
+        few_shot_and_novelty((&y_tr[..], &y_te[..]), labels, *yd, classes, seed, "", &mut record);
         pixel_floor(train, test, classes, seed, &mut record);
-        if let Some((f_train, f_test)) = floor {
-            few_shot_and_novelty(f_train, f_test, classes, seed, ".random", &mut record);
+        if let Some(twin) = floor {
+            few_shot_and_novelty(twin, labels, *yd, classes, seed, ".random", &mut record);
         }
         let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
         let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
@@ -181,13 +182,20 @@ const NOVELTY_EPISODES: usize = 50;
 const QUERIES: usize = 15;
 const NOVELTY_SHOTS: usize = 10;
 
-/// The few-shot and novelty measures on Y (support from `train`, queries from `test`), each as
-/// `(name + suffix, percent)`. Measures whose episodes do not fit the data (too few classes or
-/// images) are left out.
-fn few_shot_and_novelty(train: &Split, test: &Split, classes: usize, seed: u64, suffix: &str, out: &mut dyn FnMut(&str, f64)) {
+/// The few-shot and novelty measures on `(train, test)` rows of Y (`dim` wide; support from
+/// train, queries from test), each as `(name + suffix, percent)`. Measures whose episodes do not
+/// fit the data (too few classes or images) are left out.
+fn few_shot_and_novelty(
+    (y_train, y_test): (&[f32], &[f32]),
+    (train_labels, test_labels): (&[usize], &[usize]),
+    dim: usize,
+    classes: usize,
+    seed: u64,
+    suffix: &str,
+    out: &mut dyn FnMut(&str, f64),
+) {
     use fewshot::{Episode, Labelled, few_shot_accuracy, novelty};
-    let (_, yd, y_tr) = &train.layers[0];
-    let (tr, te) = (Labelled { y: y_tr, labels: &train.labels, dim: *yd }, Labelled { y: &test.layers[0].2, labels: &test.labels, dim: *yd });
+    let (tr, te) = (Labelled { y: y_train, labels: train_labels, dim }, Labelled { y: y_test, labels: test_labels, dim });
     let ways = classes.min(5);
     for shots in [1, 5, 10] {
         if let Some(a) = few_shot_accuracy(tr, te, classes, Episode { ways, shots, queries: QUERIES }, FEW_SHOT_EPISODES, seed) {

@@ -1,6 +1,6 @@
 //! The `trainer eval` and `trainer check` commands.
 
-use super::deployed::{Deployed, Runtime};
+use super::deployed::{Deployed, Runtime, embed_inputs};
 use super::{Report, Settings, Splits, check, open_splits, report};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -52,16 +52,17 @@ fn measure(data: &DataOptions, (train_src, train_idx, test_src, test_idx, test_d
     let test = deployed.represent(&*test_src, &test_idx)?;
     // The untrained twin, when the model's training config is at hand: the floor of the
     // few-shot and novelty measures (`*.random`).
+    // The images are already decoded and preprocessed in `train` / `test`: the twin embeds those.
     let floor = match super::deployed::random_twin(&data.model)? {
         Some(twin) => {
             eprintln!("representing them through the untrained twin (the random-encoder floor)…");
-            let twin = Deployed::Tract(twin, false);
-            Some((twin.represent(&*train_src, &train_idx)?, twin.represent(&*test_src, &test_idx)?))
+            let y = |split: &super::Split| embed_inputs(&twin, false, &split.images).map(|mut layers| layers.remove(0).2);
+            Some((y(&train)?, y(&test)?))
         }
         None => None,
     };
     let classes = train_src.classes().len().max(test_src.classes().len()).max(2);
-    let floor = floor.as_ref().map(|(a, b)| (a, b));
+    let floor = floor.as_ref().map(|(a, b)| (&a[..], &b[..]));
     let measures = super::evaluate(settings, &train, &test, floor, classes, &mut |line| eprintln!("{line}"))?;
     Ok(Report {
         model: data.model.display().to_string(),

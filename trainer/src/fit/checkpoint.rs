@@ -93,7 +93,8 @@ pub fn save(out: &Path, config: &TrainConfig, progress: Progress, state: &TrainS
         disc.clone().into_record().save(tmp.join("disc.bpk")).map_err(io(&tmp))?;
         state.disc_optim.save(tmp.join("disc_optim.bpk")).map_err(io(&tmp))?;
     }
-    config.save_json(&tmp.join("config.json"))?;
+    // Plain writes inside the temporary folder: it is fsynced and renamed as a whole below.
+    std::fs::write(tmp.join("config.json"), serde_json::to_vec_pretty(config)?).map_err(io(&tmp))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&progress)?).map_err(io(&tmp))?;
     for f in std::fs::read_dir(&tmp)?.flatten() {
         std::fs::File::open(f.path()).and_then(|f| f.sync_all()).map_err(io(&f.path()))?;

@@ -55,7 +55,7 @@ pub fn knn_report(
     };
     Ok(KnnReport {
         trained: accuracy(&model.encoder.valid())?,
-        random_init: accuracy(&config.encoder().init(&plain))?,
+        random_init: accuracy(&super::state::random_encoder(config, &plain))?,
         bank_images: bank.len(),
         validation_images: val_idx.len(),
     })
