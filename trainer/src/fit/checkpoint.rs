@@ -112,9 +112,11 @@ fn point_latest(root: &Path, name: &str) -> anyhow::Result<()> {
     crate::fs::write_atomic(&root.join("latest"), name.as_bytes())
 }
 
-/// Removes checkpoint folders a killed save left half-written (`.step-*.tmp`) under `out`.
+/// Removes what a killed save left under `out`'s checkpoint folder: half-written checkpoint
+/// folders (`.step-*.tmp`) and the temporary file of a `latest` pointer being rewritten.
 pub fn clean_stale(out: &Path) {
     let root = dir(out);
+    crate::fs::clean_stale(&root);
     for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         if e.file_name().to_str().is_some_and(|n| n.starts_with(".step-") && n.ends_with(".tmp")) {
             let _ = std::fs::remove_dir_all(e.path());
@@ -217,6 +219,23 @@ mod tests {
         assert!(first.join("marker").exists());
         assert_eq!(latest(dir.path()).unwrap(), Some(moved.clone()));
         assert_eq!(load_progress(&moved).unwrap().batch, 4);
+    }
+
+    /// A kill while `latest` is rewritten leaves the pointer's temporary file inside the
+    /// checkpoint folder (CI's kill loop once hit it); a restart removes it with the half-written
+    /// checkpoint folders and keeps the complete ones.
+    #[test]
+    fn a_restart_removes_what_killed_saves_left() {
+        let out = tempfile::tempdir().unwrap();
+        let root = dir(out.path());
+        std::fs::create_dir_all(root.join(".step-00000007.tmp")).unwrap();
+        std::fs::create_dir_all(root.join("step-00000006")).unwrap();
+        std::fs::write(root.join(".dim-edge-a1b2c3.tmp"), b"step-0000").unwrap();
+        std::fs::write(root.join("latest"), b"step-00000006").unwrap();
+        clean_stale(out.path());
+        let mut left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["latest", "step-00000006"]);
     }
 
     /// Issue 17: a model whose weights overflowed is not saved, and `latest` keeps pointing at the
