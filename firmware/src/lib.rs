@@ -3,11 +3,14 @@
 //! A frame comes from the [`camera`] (embedded-hal SPI + I2C), is scaled and cropped to 32×32 by
 //! `dim_runtime::preprocess`, embedded by the no_std int8 engine, and the embedding goes out as
 //! one text line, `embedding: v0,v1,…` (y as int8 with the model's print scale), over whatever
-//! `core::fmt::Write` the board offers (semihosting in QEMU, a UART on a board).
+//! `core::fmt::Write` the board offers (semihosting in QEMU, a UART on a board). The
+//! [`session`] answers serial commands: enrol the current frame under a label, classify it
+//! against the enrolled prototypes (or call it novel), forget.
 #![no_std]
 #![forbid(unsafe_code)]
 
 pub mod camera;
+pub mod session;
 
 use dim_runtime::engine::{EngineError, Model};
 

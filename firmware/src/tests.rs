@@ -117,3 +117,142 @@ fn the_app_prints_the_engines_int8_embedding() {
     assert!(values.iter().any(|v| *v != 0) && values.iter().map(|v| v.unsigned_abs()).max() <= Some(127));
     assert!(crate::embed(&model, rgb, &mut arena[..10], &mut q).is_err(), "a short arena is an error");
 }
+
+mod session {
+    use crate::session::{CAPACITY, Lines, Session, SetupError};
+    use dim_runtime::engine::{Model, blob};
+    use dim_runtime::prototypes::file::{self, FileSpec, PrototypeFile};
+    use dim_runtime::{PrototypeStore, Rgb32};
+    extern crate std;
+    use std::string::String;
+    use std::vec::Vec;
+    use std::{format, vec};
+
+    static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
+    static GOLDEN: &Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
+
+    fn frame_line(rgb: &Rgb32) -> String {
+        let hex: String = rgb.iter().map(|b| format!("{b:02x}")).collect();
+        format!("frame {hex}")
+    }
+
+    /// Runs `cmd`, returns the answer without its newline.
+    fn ask(s: &mut Session, cmd: &str) -> String {
+        let mut arena = vec![0u8; 16 * 1024];
+        let mut out = String::new();
+        s.handle(cmd, &mut arena, &mut out).unwrap();
+        assert!(out.ends_with('\n') && out.matches('\n').count() == 1, "one line per answer: {out:?}");
+        out.trim_end().into()
+    }
+
+    fn embedding(rgb: &Rgb32) -> [i8; crate::MAX_DIM] {
+        let model = Model::parse(BLOB).unwrap();
+        let mut q = [0i8; crate::MAX_DIM];
+        crate::embed(&model, rgb, &mut vec![0u8; model.arena_size()], &mut q).unwrap();
+        q
+    }
+
+    /// The golden image with its colours inverted: another picture, for a second label.
+    fn inverted() -> Rgb32 {
+        let mut f = *GOLDEN;
+        f.iter_mut().for_each(|b| *b = 255 - *b);
+        f
+    }
+
+    #[test]
+    fn enrol_classify_forget_answer_as_the_store_computes() {
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), 0, None).unwrap();
+        assert!(ask(&mut s, "classify").starts_with("error: no frame"));
+        assert!(ask(&mut s, "enrol cat").starts_with("error: no frame"));
+        assert_eq!(ask(&mut s, &frame_line(GOLDEN)), "frame ok");
+        assert!(ask(&mut s, "classify").starts_with("error: nothing enrolled"));
+        let want = embedding(GOLDEN);
+        let line = ask(&mut s, "embed");
+        let got: Vec<i8> = line.strip_prefix("embedding: ").unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(got, want[..64]);
+        assert_eq!(ask(&mut s, "enrol cat"), "enrolled cat (1 prototypes)");
+        assert_eq!(ask(&mut s, "classify"), "class cat similarity 1.0000 novelty 0.0000");
+        assert_eq!(ask(&mut s, &frame_line(&inverted())), "frame ok");
+        assert_eq!(ask(&mut s, "enrol dog"), "enrolled dog (2 prototypes)");
+        assert_eq!(ask(&mut s, "  classify  "), "class dog similarity 1.0000 novelty 0.0000");
+        // After forgetting dog, the inverted frame's answer is what the store says of cat.
+        assert_eq!(ask(&mut s, "forget dog"), "forgot 1 prototypes");
+        let mut store = PrototypeStore::<4, { crate::MAX_DIM }>::new();
+        store.insert(0, want).unwrap();
+        let m = store.nearest(&embedding(&inverted())).unwrap();
+        let expect = if m.novelty > crate::session::DEFAULT_THRESHOLD {
+            format!("novel novelty {:.4} nearest cat", m.novelty)
+        } else {
+            format!("class cat similarity {:.4} novelty {:.4}", m.similarity, m.novelty)
+        };
+        assert_eq!(ask(&mut s, "classify"), expect);
+        assert_eq!(ask(&mut s, "forget wolf"), "error: no label \"wolf\"");
+        assert_eq!(ask(&mut s, "forget"), "forgot 1 prototypes");
+        assert_eq!(s.prototypes(), 0);
+    }
+
+    #[test]
+    fn bad_commands_are_answered_and_change_nothing() {
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), 0, None).unwrap();
+        assert_eq!(ask(&mut s, &frame_line(GOLDEN)), "frame ok");
+        assert_eq!(ask(&mut s, "enrol cat"), "enrolled cat (1 prototypes)");
+        assert!(ask(&mut s, "frame 00ff").starts_with("error: a frame is 6144 hex digits"));
+        let mut bad = frame_line(&inverted());
+        bad.replace_range(100..101, "g");
+        assert!(ask(&mut s, &bad).contains("not a hex digit"));
+        assert_eq!(ask(&mut s, "classify"), "class cat similarity 1.0000 novelty 0.0000", "the golden frame is still current");
+        assert!(ask(&mut s, "enrol").starts_with("error: a label is 1 to 31 bytes"));
+        assert!(ask(&mut s, "enrol a-label-far-longer-than-31-bytes").starts_with("error: a label"));
+        assert!(ask(&mut s, "dance").starts_with("error: unknown command \"dance\""));
+        assert!(ask(&mut s, "embed now").starts_with("error: unknown command"));
+        assert!(ask(&mut s, "").starts_with("error: unknown command"));
+        // Full: the store's capacity, then the label table's.
+        for _ in 1..CAPACITY {
+            ask(&mut s, "enrol cat");
+        }
+        assert!(ask(&mut s, "enrol cat").starts_with("error: the store is full"));
+        ask(&mut s, "forget");
+        for i in 0..crate::session::MAX_LABELS {
+            assert!(ask(&mut s, &format!("enrol l{i}")).starts_with("enrolled"));
+        }
+        assert!(ask(&mut s, "enrol one-more").contains("labels already"));
+        assert_eq!(s.prototypes(), crate::session::MAX_LABELS);
+    }
+
+    #[test]
+    fn a_prototypes_file_sets_labels_threshold_and_its_encoder() {
+        let id = blob::model_id(BLOB).unwrap();
+        let golden = embedding(GOLDEN);
+        let protos: [(u16, &[i8]); 1] = [(1, &golden[..64])];
+        let bytes =
+            file::write(&FileSpec { model: id, threshold: 0.0001, false_positive_rate: 0.05, labels: &["sky", "golden"], prototypes: &protos }).unwrap();
+        let f = PrototypeFile::parse(&bytes).unwrap();
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), id, Some(&f)).unwrap();
+        assert_eq!(s.prototypes(), 1);
+        ask(&mut s, &frame_line(GOLDEN));
+        assert_eq!(ask(&mut s, "classify"), "class golden similarity 1.0000 novelty 0.0000");
+        ask(&mut s, &frame_line(&inverted()));
+        assert!(ask(&mut s, "classify").starts_with("novel novelty "), "the file's tight threshold");
+        assert_eq!(Session::new(Model::parse(BLOB).unwrap(), id ^ 1, Some(&f)).err(), Some(SetupError::OtherEncoder { file: id, model: id ^ 1 }));
+    }
+
+    /// The shipped prototypes belong to the shipped blob (remade by `trainer prototypes` when the
+    /// model changes) and the firmware starts from them.
+    #[test]
+    fn the_shipped_prototypes_fit_the_shipped_blob() {
+        let f = PrototypeFile::parse(include_bytes!("../../models/tiny/prototypes.bin")).unwrap();
+        let s = Session::new(Model::parse(BLOB).unwrap(), blob::model_id(BLOB).unwrap(), Some(&f)).unwrap();
+        assert_eq!(s.prototypes(), f.len());
+        assert!(f.threshold > 0.0 && f.threshold < 1.0);
+    }
+
+    #[test]
+    fn lines_split_on_newlines_and_refuse_overlong_ones() {
+        let mut lines = Lines::<8>::new();
+        let mut got: Vec<Result<String, &str>> = Vec::new();
+        for &b in b"embed\r\nclassify now\nenrol x\n\xff\n" {
+            lines.push(b, |l| got.push(l.map(String::from)));
+        }
+        assert_eq!(got, [Ok("embed".into()), Err("the line is too long"), Ok("enrol x".into()), Err("the line is not UTF-8")]);
+    }
+}

@@ -14,8 +14,8 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("firmware-build")
 }
 
-#[test]
-fn firmware_in_qemu_prints_tracts_embedding() {
+/// Builds the firmware (once per target folder; cargo serialises concurrent builds).
+fn firmware_elf() -> PathBuf {
     if Command::new("qemu-system-arm").arg("--version").output().is_err() {
         panic!("qemu-system-arm not found: run scripts/setup (Debian package qemu-system-arm)");
     }
@@ -29,25 +29,55 @@ fn firmware_in_qemu_prints_tracts_embedding() {
         .output()
         .unwrap();
     assert!(build.status.success(), "firmware build failed:\n{}", String::from_utf8_lossy(&build.stderr));
-    let elf = target.join("thumbv7em-none-eabihf/release/dim-firmware");
-    let run = Command::new("timeout")
-        .args([
-            "120",
-            "qemu-system-arm",
-            "-cpu",
-            "cortex-m4",
-            "-machine",
-            "mps2-an386",
-            "-nographic",
-            "-semihosting-config",
-            "enable=on,target=native",
-            "-kernel",
-        ])
-        .arg(&elf)
-        .output()
+    target.join("thumbv7em-none-eabihf/release/dim-firmware")
+}
+
+/// Runs the firmware in QEMU and, once it says `ready:`, writes `input` to its standard input
+/// (semihosting); returns its whole output.
+fn run_in_qemu(input: &[u8]) -> String {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new("timeout")
+        .args(["300", "qemu-system-arm", "-cpu", "cortex-m4", "-machine", "mps2-an386", "-display", "none", "-monitor", "none", "-serial", "none"])
+        // No serial or monitor on the standard input: semihosting's reads get all of it.
+        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+        .arg(firmware_elf())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "QEMU exit {:?}:\n{out}\n{}", run.status, String::from_utf8_lossy(&run.stderr));
+    let (mut stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            all += &line;
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    // The channel closes when the output ends: a firmware that never gets ready fails below.
+    while let Ok(line) = rx.recv() {
+        if line.starts_with("ready: ") {
+            // Answers are read while this writes: neither side waits on a full pipe.
+            stdin.write_all(input).unwrap();
+            break;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let out = reader.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success() && out.contains("ready: "), "QEMU exit {status:?}:\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn firmware_in_qemu_prints_tracts_embedding() {
+    let out = run_in_qemu(b"");
     let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
     let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
 
@@ -65,4 +95,76 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     let worst = got.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
     assert!(worst <= 1, "firmware {got:?}\ntract    {want:?}");
     eprintln!("firmware == tract on {} of {} values (worst {worst} LSB)", got.iter().zip(&want).filter(|(a, b)| a == b).count(), got.len());
+}
+
+/// The firmware's serial session in QEMU, driven with the shipped golden set (two validation
+/// images of each CIFAR-10 class, `trainer prototypes --golden-set`): it starts from the shipped
+/// prototypes (5 classes enrolled), classifies every image, enrols a class it did not know,
+/// forgets it again — and every answer is what the host's `PrototypeStore` says of the
+/// embeddings the firmware printed.
+#[test]
+fn firmware_in_qemu_enrols_classifies_and_flags_novelty() {
+    use dim_runtime::PrototypeStore;
+    use dim_runtime::prototypes::file::PrototypeFile;
+    let rgb = std::fs::read(data("golden-set.rgb")).unwrap();
+    let labels: Vec<String> = std::fs::read_to_string(data("golden-set.labels")).unwrap().lines().map(String::from).collect();
+    let frames: Vec<&[u8]> = rgb.chunks_exact(dim_runtime::RGB32_LEN).collect();
+    assert_eq!(frames.len(), labels.len());
+    let frame = |i: usize| format!("frame {}\n", frames[i].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    // Every image: classify. Then enrol the first image of a class the file lacks, classify the
+    // second one, forget, classify it again.
+    let protos_bytes = std::fs::read(data("prototypes.bin")).unwrap();
+    let protos = PrototypeFile::parse(&protos_bytes).unwrap();
+    let names: Vec<&str> = protos.label_names().collect();
+    let new = labels.iter().position(|l| !names.contains(&l.as_str())).expect("a class not enrolled");
+    let mut script = String::new();
+    for i in 0..frames.len() {
+        script += &(frame(i) + "embed\nclassify\n");
+    }
+    let label = &labels[new];
+    script += &format!("{}enrol {label}\n{}embed\nclassify\nforget {label}\nclassify\n", frame(new), frame(new + 1));
+    let out = run_in_qemu(script.as_bytes());
+    let answers: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("ready: ")).skip(1).filter(|l| *l != "frame ok").collect();
+    assert_eq!(answers.len(), 2 * frames.len() + 5, "{out}");
+
+    // The host's store on the firmware's own embeddings.
+    const D: usize = 64;
+    let mut store = PrototypeStore::<64, D>::new();
+    protos.load_into(&mut store).unwrap();
+    let parse = |line: &str| -> [i8; D] {
+        let v: Vec<i8> = line.strip_prefix("embedding: ").unwrap_or_else(|| panic!("{line}")).split(',').map(|v| v.parse().unwrap()).collect();
+        v.try_into().unwrap()
+    };
+    let answer = |store: &PrototypeStore<64, D>, names: &[&str], y: &[i8; D]| {
+        let m = store.nearest(y).unwrap();
+        let name = names[m.label as usize];
+        if m.novelty > protos.threshold {
+            format!("novel novelty {:.4} nearest {name}", m.novelty)
+        } else {
+            format!("class {name} similarity {:.4} novelty {:.4}", m.similarity, m.novelty)
+        }
+    };
+    let (mut novel, mut right) = (0, 0);
+    for (i, pair) in answers[..2 * frames.len()].chunks(2).enumerate() {
+        let want = answer(&store, &names, &parse(pair[0]));
+        assert_eq!(pair[1], want, "image {i} ({})", labels[i]);
+        novel += pair[1].starts_with("novel") as usize;
+        right += pair[1].starts_with(&format!("class {} ", labels[i])) as usize;
+    }
+    // Both kinds of answer occur on these files (the 5 % threshold rarely fires: see README).
+    eprintln!("golden set: {right} of 10 enrolled-class images recognised, {novel} of 20 images called novel");
+    assert!(right >= 4 && novel >= 1, "the shipped prototypes should recognise some and flag some:\n{}", answers.join("\n"));
+
+    let rest = &answers[2 * frames.len()..];
+    assert_eq!(rest[0], format!("enrolled {label} ({} prototypes)", protos.len() + 1));
+    let y = parse(rest[1]);
+    let mut names_after: Vec<&str> = names.clone();
+    names_after.push(label);
+    let mut grown = PrototypeStore::<64, D>::new();
+    protos.load_into(&mut grown).unwrap();
+    // The enrolled embedding is the first image's: the firmware printed it in the first pass.
+    grown.insert(names.len() as u16, parse(answers[2 * new])).unwrap();
+    assert_eq!(rest[2], answer(&grown, &names_after, &y));
+    assert_eq!(rest[3], "forgot 1 prototypes");
+    assert_eq!(rest[4], answer(&store, &names, &y));
 }

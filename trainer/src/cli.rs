@@ -105,12 +105,27 @@ pub enum Command {
     #[command(after_help = "Example:\n  trainer embed models/tiny/encoder.int8.onnx photos/ --out y.csv")]
     Embed(EmbedArgs),
     /// Show an encoder file layer by layer: output shapes, weights, multiply-adds, activation
-    /// bytes, totals, and (for an engine blob) the flash and RAM a Cortex-M build needs.
-    #[command(after_help = "Example:\n  trainer inspect models/tiny/encoder.int8.onnx\n  trainer inspect models/tiny/encoder.blob")]
+    /// bytes, totals, and (for an engine blob) the flash and RAM a Cortex-M build needs. A
+    /// prototypes file: its encoder, threshold and labels.
+    #[command(
+        after_help = "Example:\n  trainer inspect models/tiny/encoder.int8.onnx\n  trainer inspect models/tiny/encoder.blob\n  trainer inspect models/tiny/prototypes.bin"
+    )]
     Inspect {
-        /// An `.onnx` encoder (f32 or int8) or an engine `.blob`.
+        /// An `.onnx` encoder (f32 or int8), an engine `.blob` or a prototypes file.
         model: PathBuf,
     },
+    /// Enrol labelled images into a prototypes file for the firmware: one prototype per class
+    /// (the mean of SHOTS embeddings by the no_std engine) and a novelty threshold that flags at
+    /// most FALSE_POSITIVE_RATE of the validation images of those classes.
+    ///
+    /// Support images are the first SHOTS of each class in the seeded training shuffle (the split
+    /// `fit` uses); the validation split scores the threshold, and its images of the classes not
+    /// enrolled show how much novelty it catches. The file is versioned and CRC-checked, and
+    /// names the blob it was made with (the firmware refuses another).
+    #[command(
+        after_help = "Example:\n  trainer prototypes --model models/tiny/encoder.blob --images cifar/train --shots 10 \\\n    --classes airplane,automobile,bird,cat,deer --out protos.bin"
+    )]
+    Prototypes(PrototypesArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -237,6 +252,54 @@ pub enum DataCommand {
     },
     /// Open a dataset and print what was found.
     Inspect { path: PathBuf },
+}
+
+#[derive(clap::Args)]
+pub struct PrototypesArgs {
+    /// The engine blob the device runs (`trainer quantize --blob`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled images (any format `fit --data` reads).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Images enrolled per class.
+    #[arg(long, default_value_t = 10)]
+    pub shots: usize,
+    /// Classes to enrol, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+    /// Share of validation images of enrolled classes the threshold may flag as novel.
+    #[arg(long, default_value_t = 0.05)]
+    pub false_positive_rate: f64,
+    /// Size of the validation split (the last images of the seeded shuffle).
+    #[arg(long, default_value_t = 5000)]
+    pub validation_size: usize,
+    /// Seed of the split (use the training run's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The prototypes file to write.
+    #[arg(long, default_value = "prototypes.bin")]
+    pub out: PathBuf,
+    /// Also write two validation images of every class as PATH.rgb (raw 32×32 RGB) and
+    /// PATH.labels (class names): the set the firmware's QEMU test replays.
+    #[arg(long, value_name = "PATH")]
+    pub golden_set: Option<PathBuf>,
+}
+
+impl From<&PrototypesArgs> for dim_trainer::prototypes::PrototypesOptions {
+    fn from(a: &PrototypesArgs) -> Self {
+        Self {
+            model: a.model.clone(),
+            images: a.images.clone(),
+            shots: a.shots,
+            classes: a.classes.clone(),
+            false_positive_rate: a.false_positive_rate,
+            validation_size: a.validation_size,
+            seed: a.seed,
+            out: a.out.clone(),
+            golden_set: a.golden_set.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args)]

@@ -10,6 +10,8 @@
 //! - [`eval`]: probes, kNN, MINE and NDM through the runtime; `check` of a deployed encoder.
 //! - [`embed`]: Y of a folder of images through the runtime, as CSV or NPY (`trainer embed`).
 //! - [`inspect`]: an encoder file layer by layer, and what a device needs (`trainer inspect`).
+//! - [`prototypes`]: labelled images enrolled into the firmware's prototypes file, with a
+//!   calibrated novelty threshold (`trainer prototypes`).
 //! - [`card`]: a shipped model's README from its measurements.
 //! - [`bench`]: training throughput and where the step's time goes.
 //! - [`knn`], [`probe`], [`fs`] and [`progress`]: the kNN vote and the classifier probes that both `fit`'s
@@ -24,6 +26,7 @@ pub mod quantize;
 pub mod eval;
 pub mod embed;
 pub mod inspect;
+pub mod prototypes;
 pub mod card;
 pub mod bench;
 pub mod knn;

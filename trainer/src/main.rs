@@ -4,7 +4,7 @@ mod cli;
 
 use anyhow::Context;
 use cli::{Command, DataCommand};
-use dim_trainer::{bench, card, data, embed, eval, export, fit, inspect, quantize};
+use dim_trainer::{bench, card, data, embed, eval, export, fit, inspect, prototypes, quantize};
 
 // Training allocates and frees tensors of tens of MB every step; glibc hands those back to the
 // kernel each time (page faults were ~10% of a `bench` profile). mimalloc keeps them.
@@ -91,7 +91,30 @@ fn main() -> anyhow::Result<()> {
             let (n, d) = embed::run(&opts)?;
             println!("wrote {} ({n} images × {d})", opts.out.display());
         }
+        Command::Inspect { model } if prototypes::is_prototypes_file(&model) => print!("{}", prototypes::show(&model)?),
         Command::Inspect { model } => print!("{}", inspect::table(&inspect::inspect(&model)?)),
+        Command::Prototypes(args) => {
+            let opts = prototypes::PrototypesOptions::from(&args);
+            let s = prototypes::run(&opts)?;
+            println!(
+                "wrote {} ({} bytes): {} prototypes of {} images each, novelty threshold {:.4}",
+                opts.out.display(),
+                s.bytes,
+                s.enrolled.len(),
+                opts.shots,
+                s.threshold
+            );
+            println!(
+                "validation: {} images of the enrolled classes, {:.2} % recognised, {:.2} % flagged novel (asked: at most {:.2} %)",
+                s.known,
+                100.0 * s.accuracy,
+                100.0 * s.flagged_known,
+                100.0 * opts.false_positive_rate
+            );
+            if let Some(r) = s.flagged_novel {
+                println!("            {} images of the other classes, {:.2} % flagged novel", s.novel, 100.0 * r);
+            }
+        }
         Command::Eval(args) => eval::run::eval(&(&args).into())?,
         Command::Check(args) => {
             if !eval::run::check(&(&args).into())? {

@@ -389,3 +389,52 @@ fn killed_at_random_moments_resumes_bit_identically() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `trainer prototypes` enrols the named classes with the engine, calibrates the threshold to the
+/// asked rate, and writes a file that parses back to what it printed; `inspect` shows the file
+/// and names a corrupted one's fault; an unknown class is named with the classes there are.
+#[test]
+fn prototypes_round_trip_and_a_corrupted_file_is_named() {
+    use dim_runtime::prototypes::file::PrototypeFile;
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    dim_data::testing::write_folder(&images, 20);
+    let blob = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/encoder.blob");
+    let out = dir.path().join("protos.bin");
+    let run = |classes: &str| {
+        trainer()
+            .args(["prototypes", "--shots", "3", "--validation-size", "20", "--false-positive-rate", "0.1", "--classes", classes, "--model"])
+            .arg(&blob)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run("dogs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    // 20 validation images, about half of them dogs; at most 10 % of those may be flagged.
+    let bytes = std::fs::read(&out).unwrap();
+    let f = PrototypeFile::parse(&bytes).unwrap();
+    assert_eq!(f.label_names().collect::<Vec<_>>(), ["dogs"]);
+    assert_eq!((f.len(), f.dim, f.false_positive_rate), (1, 64, 0.1));
+    assert_eq!(f.model, dim_runtime::engine::blob::model_id(&std::fs::read(&blob).unwrap()).unwrap());
+    assert!(text.contains(&format!("novelty threshold {:.4}", f.threshold)), "{text}");
+    assert!(text.contains("other classes"), "cats were not enrolled: {text}");
+    let flagged: f64 = text.split("recognised, ").nth(1).unwrap().split(" %").next().unwrap().parse().unwrap();
+    assert!(flagged <= 10.0, "{text}");
+    let o = trainer().arg("inspect").arg(&out).output().unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && shown.contains("labels (1), prototypes each: dogs (1)"), "{shown}");
+    let mut bad = bytes.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    std::fs::write(&out, &bad).unwrap();
+    let o = trainer().arg("inspect").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("checksum does not match") && err.contains("trainer prototypes"), "{err}");
+    let o = run("wolves");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("\"wolves\"") && err.contains("cats, dogs"), "{err}");
+}

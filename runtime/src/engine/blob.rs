@@ -177,6 +177,13 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(bytes)
 }
 
+/// What identifies a blob's encoder: the CRC-32 of its payload, as its header stores it. A
+/// prototypes file records it, so a device never compares embeddings of two encoders.
+pub fn model_id(blob: &[u8]) -> Result<u32, E> {
+    Model::parse(blob)?;
+    Ok(Le32(&blob[12..16]).i32(0) as u32)
+}
+
 impl<'a> Model<'a> {
     /// Parses and validates a blob; every failure is an `Err`, never a panic.
     ///

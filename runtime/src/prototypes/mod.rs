@@ -4,6 +4,8 @@
 //! device); a new embedding gets the label of its most similar prototype (cosine), and its
 //! novelty is `1 − that similarity`: high when the camera sees something unlike anything stored.
 
+pub mod file;
+
 use heapless::Vec;
 
 /// Up to `N` prototypes of width `D`.
@@ -65,6 +67,18 @@ impl<const N: usize, const D: usize> PrototypeStore<N, D> {
         self.items.push((label, embedding))
     }
 
+    /// Removes every prototype of `label`; returns how many.
+    pub fn forget(&mut self, label: u16) -> usize {
+        let before = self.items.len();
+        self.items.retain(|(l, _)| *l != label);
+        before - self.items.len()
+    }
+
+    /// Removes every prototype.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
     /// The most similar prototype, or `None` when the store is empty.
     pub fn nearest(&self, query: &[i8; D]) -> Option<Match> {
         self.items
@@ -96,5 +110,10 @@ mod tests {
         assert_eq!(m.label, 9);
         assert!((m.novelty - (1.0 - 1.0 / 2f32.sqrt())).abs() < 1e-6, "45° away: novelty 1 − cos 45°");
         assert_eq!(store.nearest(&[0, 0, 0]).unwrap().similarity, 0.0);
+        assert_eq!(store.forget(7), 1);
+        assert_eq!(store.nearest(&[10, 1, 0]).unwrap().label, 9, "only 9 is left");
+        assert_eq!(store.forget(7), 0);
+        store.clear();
+        assert!(store.is_empty() && store.nearest(&[1, 0, 0]).is_none());
     }
 }
