@@ -8,6 +8,7 @@
 
 #[cfg(target_os = "none")]
 mod firmware {
+    use cortex_m::peripheral::{SYST, syst::SystClkSource};
     use cortex_m_rt::entry;
     use dim_firmware::session::{Lines, Session};
     use dim_runtime::engine::{Model, blob};
@@ -20,7 +21,7 @@ mod firmware {
     static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
     static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
     static PROTOTYPES: &[u8] = include_bytes!("../../models/tiny/prototypes.bin");
-    /// Arena for the engine, on the stack (tiny needs 12,288 bytes; `run` checks the size).
+    /// Arena for the engine, on the stack (tiny needs 13,443 bytes; `run` checks the size).
     const ARENA: usize = 16 * 1024;
     /// The longest command: `frame ` and 6,144 hex digits.
     const LINE: usize = 6200;
@@ -45,6 +46,53 @@ mod firmware {
         }
     }
 
+    /// Times one inference of the golden image layer by layer with SysTick on the core clock,
+    /// then prints each layer's CRC-32: `profile: <ticks>,…` (image, conv1..3, pool when the
+    /// model has one, fc, then y) and `layers: <crc>,…` (the same activations, y excluded). Under
+    /// QEMU's `-icount shift=0` one instruction is one virtual nanosecond and SysTick ticks at
+    /// the machine's 25 MHz: a tick is 40 instructions (`tests/tests/firmware.rs` divides by the
+    /// multiply-accumulates). The CRCs let the test compare every layer with the host engine.
+    fn profile(model: &Model, arena: &mut [u8]) -> Result<(), &'static str> {
+        let mut p = cortex_m::Peripherals::take().ok_or("the core peripherals are taken")?;
+        p.SYST.set_clock_source(SystClkSource::Core);
+        p.SYST.set_reload(0x00FF_FFFF);
+        p.SYST.clear_current();
+        p.SYST.enable_counter();
+        let mut y = [0f32; dim_firmware::MAX_DIM];
+        let y = &mut y[..model.dim()];
+        let (mut marks, mut n) = ([0u32; 8], 0);
+        let start = SYST::get_current();
+        model
+            .run_observed(GOLDEN, arena, y, |_, _| {
+                marks[n] = SYST::get_current();
+                n += 1;
+            })
+            .map_err(|_| "the engine failed on the golden image")?;
+        let end = SYST::get_current();
+        // SysTick counts down through 24 bits.
+        let ticks = |from: u32, to: u32| from.wrapping_sub(to) & 0x00FF_FFFF;
+        print!("profile: ");
+        let mut last = start;
+        for &m in &marks[..n] {
+            print!("{},", ticks(last, m));
+            last = m;
+        }
+        println!("{}", ticks(last, end));
+        let (mut crcs, mut k) = ([0u32; 8], 0);
+        model
+            .run_observed(GOLDEN, arena, y, |_, a| {
+                crcs[k] = dim_runtime::engine::blob::checksum(a);
+                k += 1;
+            })
+            .map_err(|_| "the engine failed on the golden image")?;
+        print!("layers: ");
+        for (i, c) in crcs[..k].iter().enumerate() {
+            print!("{}{:08x}", if i > 0 { "," } else { "" }, c);
+        }
+        println!();
+        Ok(())
+    }
+
     fn run() -> Result<(), &'static str> {
         let model = Model::parse(BLOB).map_err(|_| "the embedded blob does not parse")?;
         let mut arena = [0u8; ARENA];
@@ -54,6 +102,7 @@ mod firmware {
         // 64 values of at most 4 characters and their commas fit in 512 bytes.
         let _ = dim_firmware::write_embedding(&mut line, &q[..d]);
         print!("arena: {} of {} bytes\n{}", model.arena_size(), ARENA, line.as_str());
+        profile(&model, &mut arena)?;
 
         let protos = PrototypeFile::parse(PROTOTYPES).map_err(|_| "the embedded prototypes file does not parse")?;
         let id = blob::model_id(BLOB).map_err(|_| "the embedded blob does not parse")?;

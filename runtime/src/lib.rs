@@ -10,7 +10,9 @@
 //! With the `std` feature (default), [`Encoder`] runs an exported ONNX encoder (f32 or int8)
 //! through tract: load once, share across threads, embed images of any size.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the engine's `dsp` module alone allows it (two Cortex-M instructions in
+// `asm!`, with their proof and portable twins there).
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod preprocess;

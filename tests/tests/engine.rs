@@ -71,8 +71,9 @@ fn engine_matches_tract_on_real_images() {
         let err = m.run(&rgbs[0], &mut small, &mut vec![0f32; m.dim()]).unwrap_err();
         assert_eq!(err, EngineError::ArenaTooSmall { need: m.arena_size(), got: m.arena_size() - 1 });
     }
-    // Arena sizes: ping-pong halves = largest even + largest odd activation.
-    assert_eq!(Model::parse(&case(ModelKind::Dim32).blob).unwrap().arena_size(), 8192 + 16384);
+    // Arena sizes: ping-pong halves = largest even + largest odd activation, then the widest
+    // gathered column (fc: 256 channels × 4 × 4 taps as i16 pairs, 2,048 words) + 3 to align it.
+    assert_eq!(Model::parse(&case(ModelKind::Dim32).blob).unwrap().arena_size(), 8192 + 16384 + 4 * 2048 + 3);
 }
 
 proptest! {

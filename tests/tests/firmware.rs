@@ -35,10 +35,16 @@ fn firmware_elf() -> PathBuf {
 /// Runs the firmware in QEMU and, once it says `ready:`, writes `input` to its standard input
 /// (semihosting); returns its whole output.
 fn run_in_qemu(input: &[u8]) -> String {
+    run_in_qemu_with(input, &[])
+}
+
+/// [`run_in_qemu`] with more QEMU options.
+fn run_in_qemu_with(input: &[u8], options: &[&str]) -> String {
     use std::io::{BufRead, Write};
     let mut child = Command::new("timeout")
         .args(["300", "qemu-system-arm", "-cpu", "cortex-m4", "-machine", "mps2-an386", "-display", "none", "-monitor", "none", "-serial", "none"])
         // No serial or monitor on the standard input: semihosting's reads get all of it.
+        .args(options)
         .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(firmware_elf())
         .stdin(std::process::Stdio::piped())
@@ -77,7 +83,8 @@ fn run_in_qemu(input: &[u8]) -> String {
 
 #[test]
 fn firmware_in_qemu_prints_tracts_embedding() {
-    let out = run_in_qemu(b"");
+    // One instruction per virtual nanosecond: the firmware's SysTick profile counts instructions.
+    let out = run_in_qemu_with(b"", &["-icount", "shift=0"]);
     let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
     let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
 
@@ -167,4 +174,40 @@ fn firmware_in_qemu_enrols_classifies_and_flags_novelty() {
     assert_eq!(rest[2], answer(&grown, &names_after, &y));
     assert_eq!(rest[3], "forgot 1 prototypes");
     assert_eq!(rest[4], answer(&store, &names, &y));
+}
+
+/// The firmware's layer-by-layer profile of one inference (QEMU `-icount shift=0`: SysTick at
+/// 25 MHz ticks every 40 instructions) as instructions per multiply-accumulate, and its layers'
+/// CRCs, which must equal the host engine's on the same image: the Cortex-M build runs the DSP
+/// instructions (`runtime/src/engine/dsp.rs`), the host their portable twins.
+#[test]
+fn firmware_in_qemu_profile_and_layers_match_the_host_engine() {
+    let out = run_in_qemu_with(b"", &["-icount", "shift=0"]);
+    let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name} line in:\n{out}")).to_string();
+    let blob = std::fs::read(data("encoder.blob")).unwrap();
+    let model = dim_runtime::engine::Model::parse(&blob).unwrap();
+    let rgb: dim_runtime::Rgb32 = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
+    let (mut arena, mut y) = (vec![0u8; model.arena_size()], vec![0f32; model.dim()]);
+    let mut crcs = Vec::new();
+    model.run_observed(&rgb, &mut arena, &mut y, |_, a| crcs.push(format!("{:08x}", dim_runtime::engine::blob::checksum(a)))).unwrap();
+    assert_eq!(field("layers: "), crcs.join(","), "the firmware's activations differ from the host engine's");
+
+    // Multiply-accumulates per layer, in the profile's order: image, conv1..3, (pool), fc, y.
+    let conv = |c: &dim_runtime::engine::blob::Conv| c.out * c.out_side * c.out_side * c.inp * c.kernel * c.kernel;
+    let mut macs: Vec<(&str, usize)> = vec![("image", 0), ("conv1", conv(&model.convs[0])), ("conv2", conv(&model.convs[1])), ("conv3", conv(&model.convs[2]))];
+    if model.pool_scale.is_some() {
+        macs.push(("pool", 0));
+    }
+    macs.extend([("fc", conv(&model.fc)), ("y", model.y.inp * model.y.out)]);
+    let ticks: Vec<u64> = field("profile: ").split(',').map(|t| t.trim().parse().unwrap()).collect();
+    assert_eq!(ticks.len(), macs.len(), "{out}");
+    let insns: Vec<u64> = ticks.iter().map(|t| 40 * t).collect();
+    let (total, all_macs) = (insns.iter().sum::<u64>(), macs.iter().map(|m| m.1).sum::<usize>());
+    for ((name, m), i) in macs.iter().zip(&insns) {
+        let per = if *m > 0 { format!("{:.2} per MAC", *i as f64 / *m as f64) } else { String::new() };
+        eprintln!("{name:>6}: {i:>10} instructions, {m:>8} MACs {per}");
+    }
+    let per_mac = total as f64 / all_macs as f64;
+    eprintln!(" total: {total:>10} instructions, {all_macs:>8} MACs {per_mac:.2} per MAC");
+    assert!(per_mac <= 3.0, "{per_mac:.2} instructions per MAC (target ≤ 3)");
 }

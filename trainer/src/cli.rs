@@ -393,6 +393,13 @@ pub struct EvalArgs {
     /// Critic steps of NDM (batch 256).
     #[arg(long, default_value_t = dim_trainer::eval::Settings::default().ndm_steps)]
     pub ndm_steps: usize,
+    /// Epochs of the reconstruction probe: a decoder per layer (and for the untrained twin's Y)
+    /// rebuilds the images, scored by MS-SSIM as in the paper's Table 3. 0 skips it.
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().recon_epochs)]
+    pub recon_epochs: usize,
+    /// Train images the reconstruction decoders learn from.
+    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().recon_images)]
+    pub recon_images: usize,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -482,7 +489,15 @@ impl From<&DataArgs> for DataOptions {
 
 impl From<&EvalArgs> for EvalOptions {
     fn from(a: &EvalArgs) -> Self {
-        let settings = Settings { seeds: a.seeds, probe_epochs: a.probe_epochs, mine_steps: a.mine_steps, ndm_steps: a.ndm_steps, ..Settings::default() };
+        let settings = Settings {
+            seeds: a.seeds,
+            probe_epochs: a.probe_epochs,
+            mine_steps: a.mine_steps,
+            ndm_steps: a.ndm_steps,
+            recon_epochs: a.recon_epochs,
+            recon_images: a.recon_images,
+            ..Settings::default()
+        };
         Self { data: (&a.data).into(), out: a.out.clone(), settings }
     }
 }

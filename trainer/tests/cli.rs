@@ -112,7 +112,7 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     // The blob's folder did not exist: written files create theirs.
     assert!(dir.path().join("new/encoder.blob").metadata().unwrap().len() > 1000);
     let measure = ["--train", "builtin:shapes:800", "--validation-size", "200"];
-    let quick = ["--seeds", "2", "--probe-epochs", "3", "--mine-steps", "150", "--ndm-steps", "150"];
+    let quick = ["--seeds", "2", "--probe-epochs", "3", "--mine-steps", "150", "--ndm-steps", "150", "--recon-epochs", "2"];
     let table = ok(&[&["eval", "--model", &p("encoder.onnx"), "--out", &p("ref/report.json")][..], &measure, &quick].concat());
     assert!(table.contains("probe.nonlinear.fc") && table.contains("mine"), "{table}");
     for f in ["ref/report.json", "ref/report.md", "ref/report.probes.png", "ref/report.estimators.png"] {
@@ -122,7 +122,12 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let measures = report["measures"].as_array().unwrap();
     let names: Vec<&str> = measures.iter().map(|m| m["name"].as_str().unwrap()).collect();
     // `export` wrote config.json beside the model: the untrained twin's floor is measured too.
-    assert_eq!(measures.len(), 20, "knn, mine, ndm, 6 probes, 3 few-shot, 2 novelty, the pixel floor, 5 random-encoder floors: {names:?}");
+    assert_eq!(measures.len(), 24, "knn, mine, ndm, 6 probes, 3 few-shot, 2 novelty, the pixel floor, 3 reconstructions, 6 random-encoder floors: {names:?}");
+    for name in ["msssim.y", "msssim.fc", "msssim.conv", "msssim.y.random"] {
+        let m = measures.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name} missing: {names:?}"));
+        assert_eq!(m["unit"], "score", "{name}");
+        assert!(m["values"].as_array().unwrap().iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())), "{name}: {m}");
+    }
     for name in [
         "fewshot.5way.1shot",
         "fewshot.5way.5shot",
@@ -300,7 +305,7 @@ fn inspect_counts_what_the_architecture_says() {
     assert_eq!(dim_trainer::inspect::inspect(&dir.join("encoder.onnx")).unwrap().constants, tiny.deployed_params());
     let out = trainer().args(["inspect"]).arg(dir.join("encoder.blob")).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("RAM 15616 bytes = arena 12288 + input image 3072 + y 256"), "{text}");
+    assert!(out.status.success() && text.contains("RAM 16771 bytes = arena 13443 + input image 3072 + y 256"), "{text}");
     let bad = tempfile::NamedTempFile::with_suffix(".blob").unwrap();
     std::fs::write(bad.path(), b"not a blob").unwrap();
     let out = trainer().args(["inspect"]).arg(bad.path()).output().unwrap();

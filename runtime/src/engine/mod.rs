@@ -11,9 +11,11 @@
 //!   order, so a pooled value that lands on a rounding boundary may differ by 1 LSB;
 //! - y: exact int32 `Σ x·w`, then `f32(acc)·rescale + bias`.
 //!
-//! Activations live in two halves of the arena (ping-pong); nothing is allocated.
+//! Activations live in two halves of the arena (ping-pong), and a convolution's gathered column
+//! ([`dsp`]) after them; nothing is allocated.
 
 pub mod blob;
+pub mod dsp;
 pub mod ops;
 
 pub use blob::Model;
@@ -73,14 +75,29 @@ impl Model<'_> {
             .chain(core::iter::once(conv(&self.fc)))
     }
 
-    /// Arena bytes [`Model::run`] needs: the largest even-numbered activation plus the largest
-    /// odd-numbered one (they alternate between the two halves).
-    pub fn arena_size(&self) -> usize {
+    /// Bytes of the two activation halves: the largest even-numbered activation plus the
+    /// largest odd-numbered one (they alternate).
+    fn activation_bytes(&self) -> usize {
         let (mut even, mut odd) = (0, 0);
         for (i, n) in self.activations().enumerate() {
             if i % 2 == 0 { even = even.max(n) } else { odd = odd.max(n) }
         }
         even + odd
+    }
+
+    /// Words of the widest gathered column ([`dsp::column_words`]) of the convolutions and fc.
+    fn column_words(&self) -> usize {
+        self.convs.iter().chain(core::iter::once(&self.fc)).map(|c| dsp::column_words(c.inp * c.kernel * c.kernel)).max().unwrap_or(0)
+    }
+
+    /// Bytes of the column: its words, and up to 3 bytes to align them in the caller's arena.
+    fn column_bytes(&self) -> usize {
+        4 * self.column_words() + 3
+    }
+
+    /// Arena bytes [`Model::run`] needs: the two activation halves and one gathered column.
+    pub fn arena_size(&self) -> usize {
+        self.activation_bytes() + self.column_bytes()
     }
 
     /// Width of the embedding.
@@ -96,14 +113,19 @@ impl Model<'_> {
     /// [`Model::run`], calling `seen(i, activation)` with each uint8 activation (CHW) in order:
     /// image, conv1, conv2, conv3, (pool), fc — to compare layers with another runtime.
     pub fn run_observed(&self, rgb: &crate::Rgb32, arena: &mut [u8], y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
-        let need = self.arena_size();
-        if arena.len() < need {
-            return Err(EngineError::ArenaTooSmall { need, got: arena.len() });
+        let (need, arena_len) = (self.arena_size(), arena.len());
+        if arena_len < need {
+            return Err(EngineError::ArenaTooSmall { need, got: arena_len });
         }
         if y.len() != self.y.out {
             return Err(EngineError::Output { need: self.y.out, got: y.len() });
         }
-        let (mut a, mut b) = arena[..need].split_at_mut(self.activations().step_by(2).max().unwrap_or(0));
+        let (acts, col) = arena[..need].split_at_mut(self.activation_bytes());
+        // The column as aligned words (the arena is bytes at any address).
+        let skip = col.as_ptr().align_offset(4).min(3);
+        let col: &mut [u32] =
+            bytemuck::try_cast_slice_mut(&mut col[skip..skip + 4 * self.column_words()]).map_err(|_| EngineError::ArenaTooSmall { need, got: arena_len })?;
+        let (mut a, mut b) = acts.split_at_mut(self.activations().step_by(2).max().unwrap_or(0));
         // Image: same f32 values as the trainer's input, then tract's QuantizeLinear.
         let inv = self.image_scale.recip();
         let plane = crate::INPUT_SIDE * crate::INPUT_SIDE;
@@ -116,7 +138,7 @@ impl Model<'_> {
         let sizes: heapless::Vec<usize, 6> = self.activations().collect();
         seen(0, &a[..sizes[0]]);
         for (i, conv) in self.convs.iter().enumerate() {
-            conv2d(conv, a, b);
+            conv2d(conv, a, col, b);
             core::mem::swap(&mut a, &mut b);
             seen(i + 1, &a[..sizes[i + 1]]);
         }
@@ -126,7 +148,7 @@ impl Model<'_> {
             core::mem::swap(&mut a, &mut b);
             seen(4, &a[..sizes[4]]);
         }
-        conv2d(&self.fc, a, b);
+        conv2d(&self.fc, a, col, b);
         seen(sizes.len() - 1, &b[..sizes[sizes.len() - 1]]);
         ops::dense(&self.y, &b[..self.y.inp], y);
         Ok(())

@@ -1,53 +1,94 @@
 //! The engine's operations, one function each, with hand-computed tests: tract's rounding and
 //! requantization, the direct convolution, the average pool and the `y` layer.
 
-use super::blob;
+use super::{blob, dsp};
 
 /// IEEE round-half-to-even, as tract rounds.
 pub fn round_even(x: f32) -> f32 {
     libm::rintf(x)
 }
 
-/// tract's requantization of an int32 accumulator by `m`, clamped to uint8.
+/// tract's requantization of an int32 accumulator by `m`, clamped to uint8:
+/// `clamp(round_even(|acc|·m)·sign(acc), 0, 255)`.
+///
+/// Computed without a rounding call: a positive accumulator gives `round_even(acc·m)` (a
+/// non-positive one clamps to 0), and for `0 ≤ x < 2²³` adding and subtracting 2²³ in f32 rounds
+/// `x` half to even (the sum's last bit is a unit); anything from 255 up clamps first. Cortex-M4
+/// has no rounding instruction, so this is a few instructions instead of a libm call per output;
+/// the test compares it with the formula above.
 pub fn requant(acc: i32, m: f32) -> u8 {
-    let a = acc as f32;
-    (round_even(a.abs() * m) * a.signum()).clamp(0.0, 255.0) as u8
+    const TWO_23: f32 = 8_388_608.0;
+    if acc <= 0 {
+        return 0;
+    }
+    let x = acc as f32 * m;
+    if x >= 255.0 {
+        return 255;
+    }
+    // `as u8` saturates, and a NaN gives 0, as the clamp above does. (`m` is never negative:
+    // parsing checks that every scale is positive.)
+    ((x + TWO_23) - TWO_23) as u8
 }
 
-/// Direct convolution, CHW uint8 in and out; `parse` guaranteed every index below is in bounds.
-/// Padding contributes `(zero − zero)·w = 0`, so each output sums over the kernel rows and
-/// columns that fall inside the map, found once per output row / column.
-pub fn conv2d(c: &blob::Conv, x: &[u8], y: &mut [u8]) {
-    let (k, s, p, side, os) = (c.kernel, c.stride, c.pad, c.in_side, c.out_side);
-    let zero = c.x_zero as i32;
-    // Kernel taps `lo..hi` that land inside the map, for output coordinate `o`.
+/// Gathers the receptive field of output `(oy, ox)` into `col`, as [`dsp::dot`] reads it: each
+/// value is `x − zero` as i16, in weight order (input channel, kernel row, kernel column); taps in
+/// the padding are 0 (padding holds the zero point, and `(zero − zero)·w = 0`). `parse`
+/// guaranteed every index is in bounds.
+pub fn im2col(c: &blob::Conv, x: &[u8], oy: usize, ox: usize, col: &mut [u32]) {
+    let (k, s, p, side) = (c.kernel, c.stride, c.pad, c.in_side);
+    let zero = c.x_zero as i16;
+    // Kernel taps `lo..hi` that land inside the map for output coordinate `o` (the others are
+    // padding, stored as 0).
     let taps = |o: usize| {
         let start = o * s;
-        let lo = p.saturating_sub(start);
+        let lo = p.saturating_sub(start).min(k);
         (lo, k.min((side + p).saturating_sub(start)).max(lo))
     };
-    for o in 0..c.out {
-        // tract folds `(w_scale·x_scale) / y_scale` with the division turned into a product by
-        // the reciprocal; the last bit of `m` decides values that land next to a .5.
-        let m = (c.w_scale.f32(o) * c.x_scale) * c.y_scale.recip();
-        let w_o = &c.weight[o * c.inp * k * k..(o + 1) * c.inp * k * k];
-        let bias = c.bias.i32(o);
-        for oy in 0..os {
-            let (ky0, ky1) = taps(oy);
-            for ox in 0..os {
-                let (kx0, kx1) = taps(ox);
-                let mut acc = bias;
-                for (x_i, w_i) in x.chunks_exact(side * side).zip(w_o.chunks_exact(k * k)) {
-                    for ky in ky0..ky1 {
-                        let at = (oy * s + ky - p) * side + ox * s + kx0 - p;
-                        let xs = &x_i[at..at + (kx1 - kx0)];
-                        let ws = &w_i[ky * k + kx0..ky * k + kx1];
-                        for (&xv, &wv) in xs.iter().zip(ws) {
-                            acc = acc.wrapping_add((xv as i32 - zero) * (wv as i8 as i32));
-                        }
-                    }
-                }
-                y[o * os * os + oy * os + ox] = requant(acc, m);
+    let ((ky0, ky1), (kx0, kx1)) = (taps(oy), taps(ox));
+    let mut out = dsp::ColumnWriter::new(col, c.inp * k * k);
+    for plane in x.chunks_exact(side * side).take(c.inp) {
+        for ky in 0..k {
+            if ky < ky0 || ky >= ky1 {
+                (0..k).for_each(|_| out.push(0));
+                continue;
+            }
+            let row = &plane[(oy * s + ky - p) * side..][..side];
+            (0..kx0).for_each(|_| out.push(0));
+            for &v in &row[ox * s + kx0 - p..ox * s + kx1 - p] {
+                out.push(v as i16 - zero);
+            }
+            (kx1..k).for_each(|_| out.push(0));
+        }
+    }
+}
+
+/// Convolution, CHW uint8 in and out: per output position the receptive field is gathered once
+/// ([`im2col`], into `col`: [`dsp::column_words`] of `inp·k·k`), then every output channel is
+/// its dot product with that channel's int8 weights ([`dsp::dot2`], two channels at a time: two
+/// multiply-accumulates an instruction on Cortex-M4/M7), plus bias, requantized.
+pub fn conv2d(c: &blob::Conv, x: &[u8], col: &mut [u32], y: &mut [u8]) {
+    let (k, os) = (c.kernel, c.out_side);
+    let (n, area) = (c.inp * k * k, os * os);
+    let col = &mut col[..dsp::column_words(n)];
+    // tract folds `(w_scale·x_scale) / y_scale` with the division turned into a product by the
+    // reciprocal; the last bit of `m` decides values next to a .5.
+    let inv_y = c.y_scale.recip();
+    let m = |o: usize| (c.w_scale.f32(o) * c.x_scale) * inv_y;
+    for oy in 0..os {
+        for ox in 0..os {
+            im2col(c, x, oy, ox, col);
+            let at = oy * os + ox;
+            let mut pairs = c.weight.chunks_exact(2 * n).take(c.out / 2).enumerate();
+            for (h, w) in &mut pairs {
+                let o = 2 * h;
+                let (a, b) = dsp::dot2(col, &w[..n], &w[n..], c.bias.i32(o), c.bias.i32(o + 1));
+                y[o * area + at] = requant(a, m(o));
+                y[(o + 1) * area + at] = requant(b, m(o + 1));
+            }
+            if c.out % 2 == 1 {
+                let o = c.out - 1;
+                let acc = dsp::dot(col, &c.weight[o * n..(o + 1) * n], c.bias.i32(o));
+                y[o * area + at] = requant(acc, m(o));
             }
         }
     }
@@ -80,6 +121,28 @@ mod tests {
     use super::*;
     use blob::{Conv, Dense, Le32};
 
+    /// The formula `requant` stands for, computed as written.
+    fn requant_as_written(acc: i32, m: f32) -> u8 {
+        let a = acc as f32;
+        (round_even(a.abs() * m) * a.signum()).clamp(0.0, 255.0) as u8
+    }
+
+    #[test]
+    fn requantization_equals_its_formula() {
+        // Every `m` a parsed blob gives: products of positive finite scales (0 and ∞ when they
+        // underflow or overflow); NaN for good measure.
+        let ms = [1.0, 0.5, 0.25, 1.0 / 3.0, 0.000_123, 0.1, 7.5, 0.0, f32::NAN, f32::INFINITY];
+        for m in ms {
+            for acc in (-3000..3000).chain([i32::MIN, i32::MAX, 1 << 24, (1 << 24) + 1, 510, 511, 509]) {
+                assert_eq!(requant(acc, m), requant_as_written(acc, m), "acc {acc}, m {m}");
+            }
+        }
+        // Halves: k + 0.5 for every k the output can take.
+        for k in 0..300 {
+            assert_eq!(requant(2 * k + 1, 0.5), requant_as_written(2 * k + 1, 0.5), "{k}.5");
+        }
+    }
+
     #[test]
     fn requantization_rounds_half_to_even_and_saturates() {
         assert_eq!((requant(5, 0.5), requant(7, 0.5), requant(3, 0.5)), (2, 4, 2)); // 2.5 → 2, 3.5 → 4, 1.5 → 2
@@ -108,7 +171,7 @@ mod tests {
             out_side: 3,
         };
         let mut y = [0u8; 9];
-        conv2d(&c, &x, &mut y);
+        conv2d(&c, &x, &mut [0u32; dsp::column_words(9)], &mut y);
         // x − 1 = 0..8; corner (0,0) sums 0+1+3+4 = 8, centre sums 0..8 = 36.
         assert_eq!(y, [10, 17, 14, 23, 38, 29, 22, 35, 26]);
     }

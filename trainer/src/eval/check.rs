@@ -26,10 +26,16 @@ pub struct Row {
     pub note: String,
 }
 
-/// Compares every measure present in both.
+/// Whether a measure is a floor the deployed file does not change: raw pixels (`*.pixels`) or
+/// the untrained twin (`*.random`, built from the training config, not from the file).
+fn is_floor(name: &str) -> bool {
+    name.ends_with(".pixels") || name.ends_with(".random")
+}
+
+/// Compares every measure present in both, floors ([`is_floor`]) aside.
 pub fn compare(reference: &[Measure], deployed: &[Measure], max_drop: f64) -> Vec<Row> {
     let mut rows = Vec::new();
-    for r in reference {
+    for r in reference.iter().filter(|r| !is_floor(&r.name)) {
         let Some(d) = deployed.iter().find(|d| d.name == r.name) else {
             continue;
         };
@@ -40,7 +46,7 @@ pub fn compare(reference: &[Measure], deployed: &[Measure], max_drop: f64) -> Ve
             let (nr, nd) = (r.values.len().max(1) as f64, d.values.len().max(1) as f64);
             let band = (4.0 * r.std * (1.0 / nr + 1.0 / nd).sqrt()).max(0.02 * r.mean.abs()).max(0.01);
             let diff = d.mean - r.mean;
-            (band, diff.abs() <= band, format!("diff {diff:+.3}"))
+            (band, diff.abs() <= band, format!("diff {diff:+.p$}", p = r.unit.decimals() + 1))
         };
         if r.is_accuracy() && r.std > max_drop / 2.0 {
             note += &format!("; spread σ={:.2} pt: too noisy to resolve {max_drop} pt", r.std);
@@ -65,7 +71,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut s = String::from("| measure | reference | deployed | tolerance | result | note |\n|---|---|---|---|---|---|\n");
     for r in rows {
         s += &format!(
-            "| {} | {:.2} ± {:.2} {u} | {:.2} ± {:.2} {u} | {} {:.2} | {} | {} |\n",
+            "| {} | {:.p$} ± {:.p$} {u} | {:.p$} ± {:.p$} {u} | {} {:.p$} | {} | {} |\n",
             r.name,
             r.reference,
             r.reference_std,
@@ -75,7 +81,8 @@ pub fn table(rows: &[Row]) -> String {
             r.tolerance,
             if r.ok { "ok" } else { "FAIL" },
             r.note,
-            u = r.unit
+            u = r.unit,
+            p = r.unit.decimals()
         );
     }
     s
@@ -96,6 +103,10 @@ mod tests {
         assert!(!rows[0].ok && rows[0].note.contains("drop 1.30"), "{:?}", rows[0]);
         assert!(rows[1].ok && rows[1].note.contains("gain 2.00"));
         assert!(compare(&r, &[m("probe.nonlinear.fc", Unit::Percent, &[69.5])], 1.0)[0].ok);
+        // Floors are not the deployed file's: not compared, however far apart.
+        let floors = [m("novelty.auroc.random", Unit::Percent, &[60.0]), m("fewshot.5way.5shot.pixels", Unit::Percent, &[40.0])];
+        let moved = [m("novelty.auroc.random", Unit::Percent, &[50.0]), m("fewshot.5way.5shot.pixels", Unit::Percent, &[30.0])];
+        assert!(compare(&floors, &moved, 1.0).is_empty());
     }
 
     #[test]

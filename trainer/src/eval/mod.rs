@@ -12,6 +12,8 @@ pub mod check;
 pub mod deployed;
 pub mod estimators;
 pub mod fewshot;
+pub mod msssim;
+pub mod reconstruction;
 pub mod report;
 pub mod run;
 
@@ -33,11 +35,31 @@ pub struct Settings {
     pub knn_k: usize,
     /// Train images used as the kNN bank (the first ones of the train split's seeded shuffle).
     pub knn_bank: usize,
+    /// Epochs of the reconstruction probes' decoders (0: no reconstruction probe; reports
+    /// written before the probe existed read as 0, so `check` against them skips it).
+    #[serde(default)]
+    pub recon_epochs: usize,
+    /// Train images the decoders learn from (the first ones of the train split's shuffle).
+    #[serde(default = "default_recon_images")]
+    pub recon_images: usize,
+}
+
+fn default_recon_images() -> usize {
+    10_000
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { seeds: 3, probe_epochs: 20, mine_steps: 2000, ndm_steps: 2000, knn_k: 20, knn_bank: 10_000 }
+        Self {
+            seeds: 3,
+            probe_epochs: 20,
+            mine_steps: 2000,
+            ndm_steps: 2000,
+            knn_k: 20,
+            knn_bank: 10_000,
+            recon_epochs: 10,
+            recon_images: default_recon_images(),
+        }
     }
 }
 
@@ -50,6 +72,16 @@ pub enum Unit {
     /// An estimate of information: `check` bounds it by the reference's spread.
     #[serde(rename = "nats")]
     Nats,
+    /// A similarity in [0, 1] (MS-SSIM): `check` bounds it by the reference's spread too.
+    #[serde(rename = "score")]
+    Score,
+}
+
+impl Unit {
+    /// Decimals a value is shown with: MS-SSIM lives in [0, 1], where two would hide differences.
+    pub fn decimals(self) -> usize {
+        if self == Self::Score { 4 } else { 2 }
+    }
 }
 
 impl std::fmt::Display for Unit {
@@ -57,6 +89,7 @@ impl std::fmt::Display for Unit {
         f.write_str(match self {
             Self::Percent => "%",
             Self::Nats => "nats",
+            Self::Score => "score",
         })
     }
 }
@@ -163,13 +196,25 @@ pub fn evaluate(
         if let Some(twin) = floor {
             few_shot_and_novelty(twin, labels, *yd, classes, seed, ".random", &mut record);
         }
+        if settings.recon_epochs > 0 {
+            reconstruction_probes(settings, train, test, floor, seed, &mut |name, v| {
+                say(&format!("{name} (seed {seed})"), v, Unit::Score);
+                runs.entry(name.to_string()).or_default().push((v, vec![]));
+            })?;
+        }
         let ndm_cfg = EstimatorConfig::ndm().with_steps(settings.ndm_steps).with_seed(seed);
         let n = estimators::estimate(Kind::Ndm, &ndm_cfg, &ys_tr, &ys_te, *yd)?;
         say(&format!("ndm (seed {seed})"), n.value, Unit::Nats);
         runs.entry("ndm".into()).or_default().push((n.value, n.curve.iter().map(|&(s, v)| (s as f64, v)).collect()));
     }
     for (name, r) in runs {
-        let unit = if ["probe", "fewshot", "novelty"].iter().any(|p| name.starts_with(p)) { Unit::Percent } else { Unit::Nats };
+        let unit = if ["probe", "fewshot", "novelty"].iter().any(|p| name.starts_with(p)) {
+            Unit::Percent
+        } else if name.starts_with("msssim") {
+            Unit::Score
+        } else {
+            Unit::Nats
+        };
         measures.push(Measure::new(name, unit, r));
     }
     Ok(measures)
@@ -206,6 +251,29 @@ fn few_shot_and_novelty(
         out(&format!("novelty.auroc{suffix}"), 100.0 * auroc);
         out(&format!("novelty.tnr95{suffix}"), 100.0 * tnr);
     }
+}
+
+/// The reconstruction probe ([`reconstruction`]) on every layer (`msssim.y`, `msssim.fc`,
+/// `msssim.conv`) and, with `floor`, on the untrained twin's Y (`msssim.y.random`).
+fn reconstruction_probes(
+    settings: &Settings,
+    train: &Split,
+    test: &Split,
+    floor: Option<(&[f32], &[f32])>,
+    seed: u64,
+    out: &mut dyn FnMut(&str, f64),
+) -> anyhow::Result<()> {
+    use reconstruction::{Pairs, reconstruction_msssim};
+    let (n, px) = (settings.recon_images.min(train.labels.len()), dim_runtime::INPUT_LEN);
+    let images = (&train.images[..n * px], &test.images[..]);
+    let (yd, twin) = (train.layers[0].1, floor.map(|(tr, te)| ("y.random", tr, te)));
+    let layers = train.layers.iter().zip(&test.layers).map(|((name, d, tr), (_, _, te))| (*name, *d, &tr[..], &te[..]));
+    for (name, d, tr, te) in layers.chain(twin.map(|(name, tr, te)| (name, yd, tr, te))) {
+        let v =
+            reconstruction_msssim(Pairs { x: &tr[..n * d], dim: d, images: images.0 }, Pairs { x: te, dim: d, images: images.1 }, settings.recon_epochs, seed)?;
+        out(&format!("msssim.{name}"), v);
+    }
+    Ok(())
 }
 
 /// The 5-shot measure on raw pixels: the floor any representation should beat.

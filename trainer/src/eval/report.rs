@@ -16,8 +16,12 @@ pub fn markdown(report: &Report) -> String {
 
 /// What was measured on which images with which settings, and the table of measures.
 pub fn measures(report: &Report) -> String {
+    let recon = match report.settings.recon_epochs {
+        0 => String::new(),
+        e => format!(", reconstruction decoders {e} epochs on {} images", report.settings.recon_images),
+    };
     let mut s = format!(
-        "train: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
+        "train: {} ({} images) · test: {} ({} images) · {} seed(s), probe epochs {}, MINE / NDM steps {} / {}{recon}\n\n| measure | mean | std | per seed |\n|---|---|---|---|\n",
         report.train,
         report.train_images,
         report.test,
@@ -28,8 +32,9 @@ pub fn measures(report: &Report) -> String {
         report.settings.ndm_steps
     );
     for m in &report.measures {
-        let vals: Vec<String> = m.values.iter().map(|v| format!("{v:.2}")).collect();
-        s += &format!("| {} | {:.2} {} | {:.2} | {} |\n", m.name, m.mean, m.unit, m.std, vals.join(", "));
+        let p = m.unit.decimals();
+        let vals: Vec<String> = m.values.iter().map(|v| format!("{v:.p$}")).collect();
+        s += &format!("| {} | {:.p$} {} | {:.p$} | {} |\n", m.name, m.mean, m.unit, m.std, vals.join(", "));
     }
     s
 }
@@ -43,7 +48,7 @@ pub fn write(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     type Pick = fn(&Measure) -> bool;
     let groups: [(&str, &str, Pick); 2] = [
         ("probes", "test accuracy (%) by epoch", |m| m.name.starts_with("probe")),
-        ("estimators", "train-batch DV bound (nats) by step", |m| !m.is_accuracy()),
+        ("estimators", "train-batch DV bound (nats) by step", |m| m.unit == super::Unit::Nats),
     ];
     for (suffix, title, pick) in groups {
         let path = out.with_extension(format!("{suffix}.png"));
