@@ -1,5 +1,7 @@
-//! The firmware in QEMU (Arm MPS2 AN386, Cortex-M4): build it for thumbv7em-none-eabihf, run
-//! it, and compare its `embedding:` line with tract's output for the same image and model.
+//! The firmware in QEMU (Arm MPS2 AN386, Cortex-M4; and AN385, Cortex-M3): build it for
+//! thumbv7em-none-eabihf (thumbv7m-none-eabi), run it, and compare what it prints — the
+//! embedding, every layer's activations, the few-shot session's answers — with tract and the
+//! host engine on the same image and model.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,8 +16,21 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("firmware-build")
 }
 
-/// Builds the firmware (once per target folder; cargo serialises concurrent builds).
-fn firmware_elf() -> PathBuf {
+/// A Cortex-M core QEMU emulates and the Rust target that builds for it.
+#[derive(Clone, Copy)]
+struct Core {
+    target: &'static str,
+    cpu: &'static str,
+    machine: &'static str,
+}
+
+/// Cortex-M4 (FPU, DSP): the firmware's main target.
+const M4: Core = Core { target: "thumbv7em-none-eabihf", cpu: "cortex-m4", machine: "mps2-an386" };
+/// Cortex-M3: no FPU (soft-float f32), no DSP (the engine's portable twins).
+const M3: Core = Core { target: "thumbv7m-none-eabi", cpu: "cortex-m3", machine: "mps2-an385" };
+
+/// Builds the firmware for `core` (once per target folder; cargo serialises concurrent builds).
+fn firmware_elf_for(core: Core) -> PathBuf {
     if Command::new("qemu-system-arm").arg("--version").output().is_err() {
         panic!("qemu-system-arm not found: run scripts/setup (Debian package qemu-system-arm)");
     }
@@ -24,12 +39,12 @@ fn firmware_elf() -> PathBuf {
     let target = target_dir();
     let build = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "-p", "dim-firmware", "--target", "thumbv7em-none-eabihf"])
+        .args(["build", "--release", "-p", "dim-firmware", "--target", core.target])
         .env("CARGO_TARGET_DIR", &target)
         .output()
         .unwrap();
     assert!(build.status.success(), "firmware build failed:\n{}", String::from_utf8_lossy(&build.stderr));
-    target.join("thumbv7em-none-eabihf/release/dim-firmware")
+    target.join(core.target).join("release/dim-firmware")
 }
 
 /// Runs the firmware in QEMU and, once it says `ready:`, writes `input` to its standard input
@@ -40,13 +55,18 @@ fn run_in_qemu(input: &[u8]) -> String {
 
 /// [`run_in_qemu`] with more QEMU options.
 fn run_in_qemu_with(input: &[u8], options: &[&str]) -> String {
+    run_on(M4, input, options)
+}
+
+/// [`run_in_qemu_with`] on another core.
+fn run_on(core: Core, input: &[u8], options: &[&str]) -> String {
     use std::io::{BufRead, Write};
     let mut child = Command::new("timeout")
-        .args(["300", "qemu-system-arm", "-cpu", "cortex-m4", "-machine", "mps2-an386", "-display", "none", "-monitor", "none", "-serial", "none"])
+        .args(["300", "qemu-system-arm", "-cpu", core.cpu, "-machine", core.machine, "-display", "none", "-monitor", "none", "-serial", "none"])
         // No serial or monitor on the standard input: semihosting's reads get all of it.
         .args(options)
         .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
-        .arg(firmware_elf())
+        .arg(firmware_elf_for(core))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -182,7 +202,27 @@ fn firmware_in_qemu_enrols_classifies_and_flags_novelty() {
 /// instructions (`runtime/src/engine/dsp.rs`), the host their portable twins.
 #[test]
 fn firmware_in_qemu_profile_and_layers_match_the_host_engine() {
-    let out = run_in_qemu_with(b"", &["-icount", "shift=0"]);
+    let per_mac = profile_on(M4);
+    assert!(per_mac <= 3.0, "{per_mac:.2} instructions per MAC (target ≤ 3)");
+}
+
+/// The same firmware built for a Cortex-M3 (thumbv7m: no FPU, so f32 in software, which is
+/// exact IEEE arithmetic; no DSP, so the engine's portable twins) computes the same activations,
+/// layer by layer, and tract's embedding.
+#[test]
+fn firmware_on_a_cortex_m3_without_fpu_or_dsp_matches_the_host_engine() {
+    let out = run_on(M3, b"", &[]);
+    assert!(out.contains("ready: "), "{out}");
+    let per_mac = profile_on(M3);
+    eprintln!("Cortex-M3: {per_mac:.2} instructions per MAC");
+}
+
+/// Runs the firmware on `core` under `-icount`, checks its layers' CRCs against the host engine
+/// and its embedding against tract, prints its profile; returns instructions per MAC.
+fn profile_on(core: Core) -> f64 {
+    let out = run_on(core, b"", &["-icount", "shift=0"]);
+    let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
+    let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
     let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name} line in:\n{out}")).to_string();
     let blob = std::fs::read(data("encoder.blob")).unwrap();
     let model = dim_runtime::engine::Model::parse(&blob).unwrap();
@@ -208,6 +248,14 @@ fn firmware_in_qemu_profile_and_layers_match_the_host_engine() {
         eprintln!("{name:>6}: {i:>10} instructions, {m:>8} MACs {per}");
     }
     let per_mac = total as f64 / all_macs as f64;
-    eprintln!(" total: {total:>10} instructions, {all_macs:>8} MACs {per_mac:.2} per MAC");
-    assert!(per_mac <= 3.0, "{per_mac:.2} instructions per MAC (target ≤ 3)");
+    eprintln!(" total: {total:>10} instructions, {all_macs:>8} MACs {per_mac:.2} per MAC ({})", core.cpu);
+    // The engine's int8 embedding, as tract computes it for the same image and model.
+    let mut want = vec![0i8; y.len()];
+    let int8 = std::fs::read(data("encoder.int8.onnx")).unwrap();
+    let mut input = vec![0f32; dim_runtime::INPUT_LEN];
+    dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
+    let tract = dim_runtime::Encoder::from_bytes_as_written(&int8).unwrap().embed_preprocessed(&input).unwrap();
+    model.quantize_output(&tract, &mut want);
+    assert_eq!(got, want, "{}: the firmware's embedding differs from tract's", core.cpu);
+    per_mac
 }

@@ -30,6 +30,42 @@ pub fn requant(acc: i32, m: f32) -> u8 {
     ((x + TWO_23) - TWO_23) as u8
 }
 
+/// [`requant`] in integers only, for cores without an FPU (`cfg(dim_no_fpu)`, set by `build.rs`
+/// for thumbv6m / thumbv7m and other non-`hf` Arm targets): `m` is, exactly, the multiplier
+/// `mant` and shift `150 − e` of its f32 bits (`m = mant·2^(e−150)`), so `acc·m` is one 32×64
+/// product and one shift, rounded half to even. tract rounds `acc·m` to f32 first (24 bits), so
+/// the two can differ, by 1 LSB, only where that f32 product lands across a .5 from the exact
+/// one; the test measures how often over a sweep of accumulators and scales.
+pub fn requant_int(acc: i32, m: f32) -> u8 {
+    let bits = m.to_bits();
+    let (e, frac) = ((bits >> 23) & 0xFF, bits & 0x7F_FFFF);
+    if e == 0xFF {
+        return if frac == 0 && acc > 0 { 255 } else { 0 }; // ∞ (NaN gives 0, as `requant`)
+    }
+    if acc <= 0 || bits == 0 {
+        return 0;
+    }
+    // Normal numbers carry the implicit 1; subnormals have exponent 1 and none.
+    let (mant, e) = if e == 0 { (frac as u64, 1) } else { ((frac | 0x80_0000) as u64, e as i32) };
+    let shift = 150 - e;
+    let p = acc as u64 * mant; // < 2^31 · 2^24
+    if shift <= 0 {
+        return 255; // m ≥ 2^23·… : acc·m far above 255
+    }
+    if shift > 56 {
+        return 0; // p < 2^55 ≤ half a unit
+    }
+    let (q, rem, half) = (p >> shift, p & ((1u64 << shift) - 1), 1u64 << (shift - 1));
+    let q = q + (rem > half || (rem == half && q & 1 == 1)) as u64;
+    q.min(255) as u8
+}
+
+/// The requantization the engine runs: [`requant`], or [`requant_int`] without an FPU.
+#[inline(always)]
+pub fn requantize(acc: i32, m: f32) -> u8 {
+    if cfg!(dim_no_fpu) { requant_int(acc, m) } else { requant(acc, m) }
+}
+
 /// Gathers the receptive field of output `(oy, ox)` into `col`, as [`dsp::dot`] reads it: each
 /// value is `x − zero` as i16, in weight order (input channel, kernel row, kernel column); taps in
 /// the padding are 0 (padding holds the zero point, and `(zero − zero)·w = 0`). `parse`
@@ -82,13 +118,13 @@ pub fn conv2d(c: &blob::Conv, x: &[u8], col: &mut [u32], y: &mut [u8]) {
             for (h, w) in &mut pairs {
                 let o = 2 * h;
                 let (a, b) = dsp::dot2(col, &w[..n], &w[n..], c.bias.i32(o), c.bias.i32(o + 1));
-                y[o * area + at] = requant(a, m(o));
-                y[(o + 1) * area + at] = requant(b, m(o + 1));
+                y[o * area + at] = requantize(a, m(o));
+                y[(o + 1) * area + at] = requantize(b, m(o + 1));
             }
             if c.out % 2 == 1 {
                 let o = c.out - 1;
                 let acc = dsp::dot(col, &c.weight[o * n..(o + 1) * n], c.bias.i32(o));
-                y[o * area + at] = requant(acc, m(o));
+                y[o * area + at] = requantize(acc, m(o));
             }
         }
     }
@@ -141,6 +177,31 @@ mod tests {
         for k in 0..300 {
             assert_eq!(requant(2 * k + 1, 0.5), requant_as_written(2 * k + 1, 0.5), "{k}.5");
         }
+    }
+
+    /// The integer path equals the f32 one wherever the f32 product is exact, and never differs
+    /// by more than 1 LSB; over a sweep of real-sized scales the differences are counted.
+    #[test]
+    fn integer_requantization_is_within_one_lsb() {
+        let ms = [1.0, 0.5, 0.25, 0.0, f32::NAN, f32::INFINITY, f32::MIN_POSITIVE / 4.0, 1e-30, 3e7];
+        for m in ms {
+            for acc in (-3000..3000).chain([i32::MIN, i32::MAX, 1 << 24, 510, 511, 509]) {
+                assert_eq!(requant_int(acc, m), requant_as_written(acc, m), "acc {acc}, m {m}");
+            }
+        }
+        let (mut differ, mut total) = (0, 0);
+        for i in 0..2000u32 {
+            // Scales like the blob's: m = w_scale·x_scale / y_scale, around 1e-4 … 1e-1.
+            let m = 1e-4 * (1.0 + i as f32 * 0.4999);
+            for acc in (1..200_000).step_by(97) {
+                let (a, b) = (requant_int(acc, m), requant_as_written(acc, m));
+                assert!(a.abs_diff(b) <= 1, "acc {acc}, m {m}: {a} vs {b}");
+                differ += (a != b) as usize;
+                total += 1;
+            }
+        }
+        std::eprintln!("integer vs f32 requantization: {differ} of {total} differ (by 1 LSB)");
+        assert!(differ * 100_000 < total, "{differ} of {total} differ");
     }
 
     #[test]

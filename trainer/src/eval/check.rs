@@ -107,6 +107,11 @@ mod tests {
         let floors = [m("novelty.auroc.random", Unit::Percent, &[60.0]), m("fewshot.5way.5shot.pixels", Unit::Percent, &[40.0])];
         let moved = [m("novelty.auroc.random", Unit::Percent, &[50.0]), m("fewshot.5way.5shot.pixels", Unit::Percent, &[30.0])];
         assert!(compare(&floors, &moved, 1.0).is_empty());
+        // A deployed encoder whose few-shot accuracy or novelty detection dropped fails.
+        let device = [m("fewshot.5way.5shot", Unit::Percent, &[41.0, 40.9]), m("novelty.auroc", Unit::Percent, &[60.3, 60.2])];
+        let worse = [m("fewshot.5way.5shot", Unit::Percent, &[38.0, 38.4]), m("novelty.auroc", Unit::Percent, &[60.0, 60.1])];
+        let rows = compare(&device, &worse, 1.0);
+        assert_eq!(rows.iter().map(|r| (r.name.as_str(), r.ok)).collect::<Vec<_>>(), [("fewshot.5way.5shot", false), ("novelty.auroc", true)]);
     }
 
     #[test]
