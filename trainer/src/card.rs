@@ -74,7 +74,12 @@ fn image_flags(report: &Report) -> String {
 /// The flags `trainer eval` needs to reproduce `report` (check reuses its settings from it).
 fn eval_flags(report: &Report) -> String {
     let s = &report.settings;
-    format!("{} --seeds {} --probe-epochs {} --mine-steps {} --ndm-steps {}", image_flags(report), s.seeds, s.probe_epochs, s.mine_steps, s.ndm_steps)
+    // The reconstruction probe is on by default: a report without it says `--recon-epochs 0`.
+    let recon = match s.recon_epochs {
+        0 => " --recon-epochs 0".to_string(),
+        e => format!(" --recon-epochs {e} --recon-images {}", s.recon_images),
+    };
+    format!("{} --seeds {} --probe-epochs {} --mine-steps {} --ndm-steps {}{recon}", image_flags(report), s.seeds, s.probe_epochs, s.mine_steps, s.ndm_steps)
 }
 
 fn mean_of(report: &Report, name: &str) -> f64 {
@@ -128,7 +133,18 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
     let mut s = String::new();
     writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {}\n", config.model, config.data.as_deref().unwrap_or("built-in shapes"))?;
-    writeln!(s, "Every number below was written by `trainer card` from the files in this folder.\n")?;
+    // A model that stopped short of its goal says so: `STATUS.md`, written by whoever ships it,
+    // goes first, marked as theirs.
+    match std::fs::read_to_string(dir.join("STATUS.md")) {
+        Ok(status) => {
+            writeln!(
+                s,
+                "Every number below was written by `trainer card` from the files in this folder, except in the status (`STATUS.md`, written by hand).\n"
+            )?;
+            writeln!(s, "## Status\n\n{}\n", status.trim())?;
+        }
+        Err(_) => writeln!(s, "Every number below was written by `trainer card` from the files in this folder.\n")?,
+    }
     s += &model_section(dir, &config)?;
     s += &training_section(dir, run, &config, hardware)?;
     s += &measures_section(dir, &report, &rows)?;

@@ -213,14 +213,16 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
         std::fs::create_dir_all(d.join(to).parent().unwrap()).unwrap();
         std::fs::copy(d.join(from), d.join(to)).unwrap();
     }
+    std::fs::write(d.join("STATUS.md"), "Stopped at epoch 2: a test.\n").unwrap();
     ok(&["card", d.to_str().unwrap(), "--run", &p("run"), "--data", "builtin:shapes:800"]);
     let card = std::fs::read_to_string(d.join("README.md")).unwrap();
+    assert!(card.contains("## Status\n\nStopped at epoch 2: a test.") && card.contains("written by hand"), "{card}");
     let knn = measures.iter().find(|m| m["name"] == "knn.y").unwrap()["mean"].as_f64().unwrap();
     assert!(card.contains(&format!("| knn.y | {knn:.2} % |")) && card.contains("60 steps (2 complete epochs)") && card.contains("| result |"), "{card}");
     // History rows in epoch order (12 after 3, though "12" sorts first as text), the inflated kNN in the second.
     let (row3, row12) = (card.find("\n| 3 | ").expect(&card), card.find("\n| 12 | ").expect(&card));
     assert!(row3 < row12 && card[row12 + 1..].lines().next().unwrap().contains(&format!("{:.2}", knn + 8.0)), "{card}");
-    let flags = "--max-images 600 --seeds 2 --probe-epochs 3 --mine-steps 150 --ndm-steps 150";
+    let flags = "--max-images 600 --seeds 2 --probe-epochs 3 --mine-steps 150 --ndm-steps 150 --recon-epochs 2 --recon-images 10000";
     assert!(card.contains("trainer eval --model runs/") && card.contains(flags) && card.contains("--max-drop 3"), "{card}");
     for f in ["training.png", "eval/history.png"] {
         assert!(d.join(f).metadata().unwrap().len() > 1000, "{f} missing or empty");
