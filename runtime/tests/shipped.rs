@@ -95,7 +95,12 @@ fn shipped_check_passed_and_the_card_quotes_it() {
         for r in &rows {
             assert_eq!(r["ok"], true, "{}: {r}", dir.display());
             if r["unit"] == "%" {
-                assert!(r["deployed"].as_f64().unwrap() > 20.0, "{}: near chance: {r}", dir.display());
+                // Chance: 10 % for the 10-class probes and kNN (asked: twice that), 20 % for
+                // 5-way few-shot, 50 % AUROC, 5 % true negatives at 95 % recall.
+                let name = r["name"].as_str().unwrap();
+                let floor =
+                    [("novelty.auroc", 50.0), ("novelty.tnr95", 5.0), ("fewshot.", 20.0)].iter().find(|(p, _)| name.starts_with(p)).map_or(20.0, |f| f.1);
+                assert!(r["deployed"].as_f64().unwrap() > floor, "{}: at or below chance: {r}", dir.display());
             }
         }
         let card = String::from_utf8(read(&dir, "README.md")).unwrap();
