@@ -13,6 +13,9 @@
 //! acc  +=  SMLAD((x0, x2), (w0, w2)) then SMLAD((x1, x3), (w1, w3))  =  Σ xᵢ·wᵢ
 //! ```
 //!
+//! A column of `n` values is `u32` words: two per group of four, then the `n mod 4` leftover
+//! values one word each (plain multiply-accumulates); [`ColumnWriter`] writes it in value order.
+//!
 //! Reordering the activations rather than the weights leaves the blob format unchanged: the
 //! gather writes every value anyway, and it runs once per output position, not once per output
 //! channel (CMSIS-NN reorders the weights in the file instead).
