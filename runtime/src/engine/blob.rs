@@ -1,6 +1,6 @@
 //! The model blob: a compact, versioned, checksummed int8 encoder for the no_std engine.
 //!
-//! Layout (all little-endian; [`write`] writes it, `trainer quantize --blob` through it):
+//! Layout (all little-endian; [`write()`] writes it, `trainer quantize --blob` through it):
 //!
 //! ```text
 //! header  "DIMB" | version u16 | reserved u16 | payload length u32 | CRC-32 (IEEE) of payload u32
@@ -15,7 +15,7 @@
 //! Parsing validates everything the engine later indexes (shapes chain, sizes match, no
 //! overflow, nothing left over), so a blob that parses cannot make the engine index out of
 //! bounds — even one with a forged checksum. The reader ([`Model::parse`]) and the writer
-//! ([`write`], with `std`) sit side by side and a test round-trips a model through both.
+//! ([`write()`], with `std`) sit side by side and a test round-trips a model through both.
 
 use crate::engine::EngineError as E;
 
@@ -256,7 +256,7 @@ impl<'a> Model<'a> {
     }
 }
 
-/// One convolution to [`write`] (fc is a convolution whose kernel covers the feature map).
+/// One convolution to [`write()`] (fc is a convolution whose kernel covers the feature map).
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec<'a> {
@@ -284,7 +284,7 @@ pub struct ConvSpec<'a> {
     pub bias: &'a [i32],
 }
 
-/// The `y` layer to [`write`].
+/// The `y` layer to [`write()`].
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy)]
 pub struct DenseSpec<'a> {
@@ -302,7 +302,7 @@ pub struct DenseSpec<'a> {
     pub print_scale: f32,
 }
 
-/// A whole model to [`write`]: what [`Model`] is parsed back into.
+/// A whole model to [`write()`]: what [`Model`] is parsed back into.
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSpec<'a> {
@@ -365,7 +365,7 @@ mod tests {
         (0..n).map(|i| (i % 255) as i8).collect()
     }
 
-    /// A small model through [`write`] and [`Model::parse`]: every field comes back, and every
+    /// A small model through [`write()`] and [`Model::parse`]: every field comes back, and every
     /// corruption of the bytes is refused.
     #[test]
     fn written_blobs_parse_back_field_for_field() {

@@ -1,7 +1,7 @@
 //! The prototypes file: labelled int8 embeddings and a calibrated novelty threshold, made on the
 //! host by `trainer prototypes` and embedded in (or sent to) the firmware.
 //!
-//! Layout (all little-endian; [`write`] writes it, [`PrototypeFile::parse`] reads it):
+//! Layout (all little-endian; [`write()`] writes it, [`PrototypeFile::parse`] reads it):
 //!
 //! ```text
 //! header  "DIMP" | version u16 | reserved u16 | payload length u32 | CRC-32 (IEEE) of payload u32
@@ -260,7 +260,7 @@ impl<'a> PrototypeFile<'a> {
     }
 }
 
-/// A whole file to [`write`]: what [`PrototypeFile`] is parsed back into.
+/// A whole file to [`write()`]: what [`PrototypeFile`] is parsed back into.
 #[cfg(feature = "std")]
 #[derive(Debug, Clone, Copy)]
 pub struct FileSpec<'a> {
