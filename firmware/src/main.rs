@@ -11,7 +11,7 @@ mod firmware {
     use cortex_m::peripheral::{SYST, syst::SystClkSource};
     use cortex_m_rt::entry;
     use dim_firmware::session::{Lines, Session};
-    use dim_runtime::engine::{Model, blob};
+    use dim_runtime::engine::Model;
     use dim_runtime::prototypes::file::PrototypeFile;
     use semihosting::io::Read;
     use semihosting::{print, println, process};
@@ -105,8 +105,7 @@ mod firmware {
         profile(&model, &mut arena)?;
 
         let protos = PrototypeFile::parse(PROTOTYPES).map_err(|_| "the embedded prototypes file does not parse")?;
-        let id = blob::model_id(BLOB).map_err(|_| "the embedded blob does not parse")?;
-        let mut session = match Session::new(model, id, Some(&protos)) {
+        let mut session = match Session::new(model, Some(&protos)) {
             Ok(s) => s,
             Err(e) => {
                 println!("error: {}", e);

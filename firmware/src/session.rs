@@ -72,8 +72,9 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 impl<'m> Session<'m> {
-    /// A session running `model` (whose blob id is `model_id`), starting from `protos` if given.
-    pub fn new(model: Model<'m>, model_id: u32, protos: Option<&PrototypeFile>) -> Result<Self, SetupError> {
+    /// A session running `model`, starting from `protos` if given (made with the same blob).
+    pub fn new(model: Model<'m>, protos: Option<&PrototypeFile>) -> Result<Self, SetupError> {
+        let model_id = model.id;
         let mut s =
             Self { model, store: PrototypeStore::new(), names: heapless::Vec::new(), threshold: DEFAULT_THRESHOLD, frame: [0; RGB32_LEN], has_frame: false };
         if let Some(f) = protos {

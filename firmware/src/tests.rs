@@ -120,7 +120,7 @@ fn the_app_prints_the_engines_int8_embedding() {
 
 mod session {
     use crate::session::{CAPACITY, Lines, Session, SetupError};
-    use dim_runtime::engine::{Model, blob};
+    use dim_runtime::engine::Model;
     use dim_runtime::prototypes::file::{self, FileSpec, PrototypeFile};
     use dim_runtime::{PrototypeStore, Rgb32};
     extern crate std;
@@ -161,7 +161,7 @@ mod session {
 
     #[test]
     fn enrol_classify_forget_answer_as_the_store_computes() {
-        let mut s = Session::new(Model::parse(BLOB).unwrap(), 0, None).unwrap();
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), None).unwrap();
         assert!(ask(&mut s, "classify").starts_with("error: no frame"));
         assert!(ask(&mut s, "enrol cat").starts_with("error: no frame"));
         assert_eq!(ask(&mut s, &frame_line(GOLDEN)), "frame ok");
@@ -193,7 +193,7 @@ mod session {
 
     #[test]
     fn bad_commands_are_answered_and_change_nothing() {
-        let mut s = Session::new(Model::parse(BLOB).unwrap(), 0, None).unwrap();
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), None).unwrap();
         assert_eq!(ask(&mut s, &frame_line(GOLDEN)), "frame ok");
         assert_eq!(ask(&mut s, "enrol cat"), "enrolled cat (1 prototypes)");
         assert!(ask(&mut s, "frame 00ff").starts_with("error: a frame is 6144 hex digits"));
@@ -221,19 +221,22 @@ mod session {
 
     #[test]
     fn a_prototypes_file_sets_labels_threshold_and_its_encoder() {
-        let id = blob::model_id(BLOB).unwrap();
+        let id = Model::parse(BLOB).unwrap().id;
         let golden = embedding(GOLDEN);
         let protos: [(u16, &[i8]); 1] = [(1, &golden[..64])];
-        let bytes =
-            file::write(&FileSpec { model: id, threshold: 0.0001, false_positive_rate: 0.05, labels: &["sky", "golden"], prototypes: &protos }).unwrap();
+        let spec = FileSpec { model: id, threshold: 0.0001, false_positive_rate: 0.05, labels: &["sky", "golden"], prototypes: &protos };
+        let bytes = file::write(&spec).unwrap();
         let f = PrototypeFile::parse(&bytes).unwrap();
-        let mut s = Session::new(Model::parse(BLOB).unwrap(), id, Some(&f)).unwrap();
+        let mut s = Session::new(Model::parse(BLOB).unwrap(), Some(&f)).unwrap();
         assert_eq!(s.prototypes(), 1);
         ask(&mut s, &frame_line(GOLDEN));
         assert_eq!(ask(&mut s, "classify"), "class golden similarity 1.0000 novelty 0.0000");
         ask(&mut s, &frame_line(&inverted()));
         assert!(ask(&mut s, "classify").starts_with("novel novelty "), "the file's tight threshold");
-        assert_eq!(Session::new(Model::parse(BLOB).unwrap(), id ^ 1, Some(&f)).err(), Some(SetupError::OtherEncoder { file: id, model: id ^ 1 }));
+        // A file made with another blob is refused.
+        let other = file::write(&FileSpec { model: id ^ 1, ..spec }).unwrap();
+        let other = PrototypeFile::parse(&other).unwrap();
+        assert_eq!(Session::new(Model::parse(BLOB).unwrap(), Some(&other)).err(), Some(SetupError::OtherEncoder { file: id ^ 1, model: id }));
     }
 
     /// The shipped prototypes belong to the shipped blob (remade by `trainer prototypes` when the
@@ -241,7 +244,7 @@ mod session {
     #[test]
     fn the_shipped_prototypes_fit_the_shipped_blob() {
         let f = PrototypeFile::parse(include_bytes!("../../models/tiny/prototypes.bin")).unwrap();
-        let s = Session::new(Model::parse(BLOB).unwrap(), blob::model_id(BLOB).unwrap(), Some(&f)).unwrap();
+        let s = Session::new(Model::parse(BLOB).unwrap(), Some(&f)).unwrap();
         assert_eq!(s.prototypes(), f.len());
         assert!(f.threshold > 0.0 && f.threshold < 1.0);
     }

@@ -47,18 +47,8 @@ fn firmware_elf_for(core: Core) -> PathBuf {
     target.join(core.target).join("release/dim-firmware")
 }
 
-/// Runs the firmware in QEMU and, once it says `ready:`, writes `input` to its standard input
-/// (semihosting); returns its whole output.
-fn run_in_qemu(input: &[u8]) -> String {
-    run_in_qemu_with(input, &[])
-}
-
-/// [`run_in_qemu`] with more QEMU options.
-fn run_in_qemu_with(input: &[u8], options: &[&str]) -> String {
-    run_on(M4, input, options)
-}
-
-/// [`run_in_qemu_with`] on another core.
+/// Runs the firmware on `core` in QEMU (with more QEMU `options`) and, once it says `ready:`,
+/// writes `input` to its standard input (semihosting); returns its whole output.
 fn run_on(core: Core, input: &[u8], options: &[&str]) -> String {
     use std::io::{BufRead, Write};
     let mut child = Command::new("timeout")
@@ -104,7 +94,7 @@ fn run_on(core: Core, input: &[u8], options: &[&str]) -> String {
 #[test]
 fn firmware_in_qemu_prints_tracts_embedding() {
     // One instruction per virtual nanosecond: the firmware's SysTick profile counts instructions.
-    let out = run_in_qemu_with(b"", &["-icount", "shift=0"]);
+    let out = run_on(M4, b"", &["-icount", "shift=0"]);
     let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
     let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
 
@@ -150,7 +140,7 @@ fn firmware_in_qemu_enrols_classifies_and_flags_novelty() {
     }
     let label = &labels[new];
     script += &format!("{}enrol {label}\n{}embed\nclassify\nforget {label}\nclassify\n", frame(new), frame(new + 1));
-    let out = run_in_qemu(script.as_bytes());
+    let out = run_on(M4, script.as_bytes(), &[]);
     let answers: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("ready: ")).skip(1).filter(|l| *l != "frame ok").collect();
     assert_eq!(answers.len(), 2 * frames.len() + 5, "{out}");
 

@@ -14,9 +14,10 @@
 
 use crate::data::{self, ImageSource};
 use crate::eval::deployed::Deployed;
+use crate::eval::fewshot::normalised_mean;
 use anyhow::{Context, bail, ensure};
 use dim_runtime::PrototypeStore;
-use dim_runtime::engine::{Model, blob};
+use dim_runtime::engine::Model;
 use dim_runtime::prototypes::file::{self, FileSpec, PrototypeFile};
 use std::path::PathBuf;
 
@@ -93,19 +94,6 @@ fn to_int8(v: &[f32]) -> Vec<i8> {
     v.iter().map(|x| (x * s).round().clamp(-127.0, 127.0) as i8).collect()
 }
 
-/// The normalised mean of the normalised rows.
-fn class_prototype(rows: &[&[f32]]) -> Vec<f32> {
-    let dim = rows.first().map_or(0, |r| r.len());
-    let mut sum = vec![0f32; dim];
-    for r in rows {
-        let mut r = r.to_vec();
-        crate::knn::normalise(&mut r, dim);
-        sum.iter_mut().zip(r).for_each(|(s, v)| *s += v);
-    }
-    crate::knn::normalise(&mut sum, dim.max(1));
-    sum
-}
-
 /// The smallest threshold that flags (novelty strictly above it) at most `rate` of `known`.
 pub fn calibrate(known: &[f32], rate: f64) -> f32 {
     let mut sorted = known.to_vec();
@@ -121,7 +109,6 @@ pub fn run(o: &PrototypesOptions) -> anyhow::Result<Summary> {
     let bytes = std::fs::read(&o.model).with_context(|| format!("cannot read {}", o.model.display()))?;
     let model = Model::parse(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}; prototypes are made with the engine blob the device runs (`trainer quantize --blob`)", o.model.display()))?;
-    let model_id = blob::model_id(&bytes).expect("parsed above");
     ensure!(model.dim() <= STORE_DIM, "{}: Y has {} values; prototypes handle at most {STORE_DIM}", o.model.display(), model.dim());
     let source = data::open(&o.images)?;
     let enrolled = enrolled_classes(&*source, o.classes.as_deref())?;
@@ -138,7 +125,7 @@ pub fn run(o: &PrototypesOptions) -> anyhow::Result<Summary> {
     let dim = model.dim();
     eprintln!("embedding {} support and {} validation images with the engine…", support.len(), valid.len());
     let s = deployed.represent(&*source, &support)?;
-    let protos: Vec<Vec<i8>> = s.layers[0].2.chunks(dim * o.shots).map(|class| to_int8(&class_prototype(&class.chunks(dim).collect::<Vec<_>>()))).collect();
+    let protos: Vec<Vec<i8>> = s.layers[0].2.chunks(dim * o.shots).map(|class| to_int8(&normalised_mean(class.chunks(dim), dim))).collect();
     // Score the validation images as the device does: int8 embedding, nearest prototype.
     let mut store = Box::new(PrototypeStore::<STORE_LABELS, STORE_DIM>::new());
     for (label, p) in protos.iter().enumerate() {
@@ -165,7 +152,7 @@ pub fn run(o: &PrototypesOptions) -> anyhow::Result<Summary> {
     let share = |v: &[f32]| v.iter().filter(|&&n| n > threshold).count() as f64 / v.len() as f64;
     let names: Vec<&str> = enrolled.iter().map(|&c| source.classes()[c].as_str()).collect();
     let items: Vec<(u16, &[i8])> = protos.iter().enumerate().map(|(l, p)| (l as u16, p.as_slice())).collect();
-    let spec = FileSpec { model: model_id, threshold, false_positive_rate: o.false_positive_rate as f32, labels: &names, prototypes: &items };
+    let spec = FileSpec { model: model.id, threshold, false_positive_rate: o.false_positive_rate as f32, labels: &names, prototypes: &items };
     let out = file::write(&spec).map_err(|e| anyhow::anyhow!("cannot write prototypes: {e} (class names are 1 to 31 bytes)"))?;
     PrototypeFile::parse(&out).expect("the writer's output parses");
     crate::fs::write_atomic(&o.out, &out)?;
@@ -242,7 +229,7 @@ mod tests {
 
     #[test]
     fn int8_prototypes_keep_the_direction() {
-        let p = class_prototype(&[&[3.0, 0.0], &[0.0, 1.0]]);
+        let p = normalised_mean([&[3.0, 0.0][..], &[0.0, 1.0][..]], 2);
         assert!((p[0] - p[1]).abs() < 1e-6, "each row counts once, whatever its length: {p:?}");
         assert_eq!(to_int8(&[0.5, -0.25, 0.0]), [127, -64, 0]);
         assert_eq!(to_int8(&[0.0, 0.0]), [0, 0]);

@@ -427,7 +427,7 @@ fn prototypes_round_trip_and_a_corrupted_file_is_named() {
     let f = PrototypeFile::parse(&bytes).unwrap();
     assert_eq!(f.label_names().collect::<Vec<_>>(), ["dogs"]);
     assert_eq!((f.len(), f.dim, f.false_positive_rate), (1, 64, 0.1));
-    assert_eq!(f.model, dim_runtime::engine::blob::model_id(&std::fs::read(&blob).unwrap()).unwrap());
+    assert_eq!(f.model, dim_runtime::engine::Model::parse(&std::fs::read(&blob).unwrap()).unwrap().id);
     assert!(text.contains(&format!("novelty threshold {:.4}", f.threshold)), "{text}");
     assert!(text.contains("other classes"), "cats were not enrolled: {text}");
     let flagged: f64 = text.split("recognised, ").nth(1).unwrap().split(" %").next().unwrap().parse().unwrap();

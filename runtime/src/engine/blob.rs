@@ -117,6 +117,9 @@ pub struct Model<'a> {
     pub fc: Conv<'a>,
     /// The representation layer.
     pub y: Dense<'a>,
+    /// What identifies the encoder: the CRC-32 of the blob's payload, as its header stores it.
+    /// A prototypes file records it, so a device never compares embeddings of two encoders.
+    pub id: u32,
 }
 
 struct Reader<'a> {
@@ -175,13 +178,6 @@ impl<'a> Reader<'a> {
 /// CRC-32 (IEEE) of `bytes`.
 pub fn checksum(bytes: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(bytes)
-}
-
-/// What identifies a blob's encoder: the CRC-32 of its payload, as its header stores it. A
-/// prototypes file records it, so a device never compares embeddings of two encoders.
-pub fn model_id(blob: &[u8]) -> Result<u32, E> {
-    Model::parse(blob)?;
-    Ok(Le32(&blob[12..16]).i32(0) as u32)
 }
 
 impl<'a> Model<'a> {
@@ -252,7 +248,7 @@ impl<'a> Model<'a> {
         if !r.b.is_empty() {
             return Err(E::TrailingBytes);
         }
-        Ok(Self { image_scale, convs: [c1, c2, c3], pool_scale, fc, y: Dense { inp, out, weight, rescale, bias, print_scale } })
+        Ok(Self { image_scale, convs: [c1, c2, c3], pool_scale, fc, y: Dense { inp, out, weight, rescale, bias, print_scale }, id: crc })
     }
 }
 

@@ -47,9 +47,6 @@ pub fn smlad_portable(a: u32, b: u32, acc: i32) -> i32 {
     acc.wrapping_add(alo * blo).wrapping_add(ahi * bhi)
 }
 
-/// Whether this build runs the DSP instructions (else the portable twins).
-pub const USES_DSP_INSTRUCTIONS: bool = cfg!(dim_dsp);
-
 /// Bytes 0 and 2 of `x`, sign-extended to halfwords.
 #[inline(always)]
 pub fn sxtb16(x: u32) -> u32 {

@@ -52,13 +52,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// The normalised mean of the normalised rows `idx` of `set`.
-fn prototype(set: &Labelled, idx: &[usize]) -> Vec<f32> {
-    let mut sum = vec![0f32; set.dim];
-    for &i in idx {
-        sum.iter_mut().zip(normalised(set.row(i))).for_each(|(s, v)| *s += v);
+/// The normalised mean of normalised `dim`-wide rows: a class prototype (each row counts once,
+/// whatever its length). `trainer prototypes` stores the same for the device.
+pub fn normalised_mean<'a>(rows: impl IntoIterator<Item = &'a [f32]>, dim: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; dim];
+    for row in rows {
+        sum.iter_mut().zip(normalised(row)).for_each(|(s, v)| *s += v);
     }
     normalised(&sum)
+}
+
+/// The prototype of the rows `idx` of `set`.
+fn prototype(set: &Labelled, idx: &[usize]) -> Vec<f32> {
+    normalised_mean(idx.iter().map(|&i| set.row(i)), set.dim)
 }
 
 /// The shape of a few-shot episode.
