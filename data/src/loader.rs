@@ -57,6 +57,9 @@ pub struct LoaderConfig {
 pub struct Batch {
     pub images: Vec<f32>,
     pub labels: Vec<usize>,
+    /// Index of each image in its source (what per-image side data, e.g. a distillation
+    /// teacher's cached representations, is looked up by).
+    pub sources: Vec<usize>,
     /// Position of the batch in its epoch.
     pub index: usize,
 }
@@ -113,6 +116,7 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
     let decoded: Vec<(usize, Result<Rgb32, DataError>)> = chunk.par_iter().map(|&i| (i, source.load(i))).collect();
     let mut images = Vec::with_capacity(chunk.len() * INPUT_LEN);
     let mut labels = Vec::with_capacity(chunk.len());
+    let mut sources = Vec::with_capacity(chunk.len());
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ (epoch << 32) ^ (b as u64).wrapping_mul(0x9E37_79B9));
     for (i, img) in decoded {
         let img = match img {
@@ -128,8 +132,9 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
         images.resize(start + INPUT_LEN, 0.0);
         rgb32_to_input(&img, &mut images[start..]).expect("INPUT_LEN slice");
         labels.push(source.label(i));
+        sources.push(i);
     }
-    Ok(Batch { images, labels, index: b })
+    Ok(Batch { images, labels, sources, index: b })
 }
 
 #[cfg(test)]
@@ -151,6 +156,8 @@ mod tests {
         assert_eq!(all.iter().map(Batch::len).collect::<Vec<_>>(), [4, 4, 2]);
         let resumed: Vec<Batch> = loader.epoch(1, 1).into_iter().map(|b| b.unwrap()).collect();
         assert_eq!(resumed[0].labels, all[1].labels);
+        assert_eq!(resumed[0].sources, all[1].sources);
+        assert!(all.iter().all(|b| b.sources.iter().zip(&b.labels).all(|(&i, &l)| l == i % 10)), "sources name the images");
         assert_eq!(resumed[0].images, all[1].images);
         let other: Vec<usize> = loader.epoch(2, 0).into_iter().flat_map(|b| b.unwrap().labels).collect();
         let mut seen: Vec<usize> = all.iter().flat_map(|b| b.labels.clone()).collect();
@@ -170,7 +177,13 @@ mod tests {
         let err = strict.epoch(0, 0).recv().unwrap().err().unwrap().to_string();
         assert!(err.contains("0002.png"), "{err}");
         let lenient = Loader::new(src, (0..6).collect(), LoaderConfig { batch_size: 6, ..cfg(true) });
-        assert_eq!(lenient.epoch(0, 0).recv().unwrap().unwrap().len(), 5);
+        let batch = lenient.epoch(0, 0).recv().unwrap().unwrap();
+        assert_eq!(batch.len(), 5);
+        assert_eq!(batch.sources.len(), 5);
+        let mut seen = batch.sources.clone();
+        seen.sort();
+        seen.dedup();
+        assert!(seen.len() == 5 && seen.iter().all(|&i| i < 6), "{:?}", batch.sources);
     }
 
     #[test]

@@ -193,3 +193,55 @@ fn resume_drops_the_metrics_written_after_the_checkpoint() {
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
     assert!(step_losses(&out).iter().all(|s| s.1 != 9.0), "the killed process's lines are gone");
 }
+
+/// Distillation end to end with real teacher files (the shipped tiny's f32 and int8 ONNX, and
+/// dim32's): the teacher's rows embedded once and cached, the distillation bound rising while
+/// the student learns, exact resume with the cache, a cache from another teacher recomputed, and
+/// a teacher of another width refused on resume.
+#[test]
+fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
+    use dim_trainer::fit::config::{Distill, TeacherLayer};
+    use dim_trainer::fit::teacher::TeacherKey;
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let teacher = |file: &str| models.join(file).to_string_lossy().into_owned();
+    let distilled = |t: &str| quick_config().with_learning_rate(1e-3).with_distill(Some(Distill { width: 16, ..Distill::from_teacher(teacher(t)) }));
+    let dir = tempfile::tempdir().unwrap();
+    let (full, split) = (dir.path().join("full"), dir.path().join("split"));
+    fit(distilled("tiny/encoder.onnx").with_max_steps(Some(32)), &full, &opts(false)).unwrap();
+    let key: TeacherKey = serde_json::from_slice(&std::fs::read(full.join("teacher.json")).unwrap()).unwrap();
+    assert_eq!((key.layer, key.images, key.width), (TeacherLayer::Fc, 160, 128));
+    let npy = std::fs::read(full.join("teacher.npy")).unwrap();
+    assert_eq!(npyz::NpyFile::new(&npy[..]).unwrap().shape(), [160, 128]);
+    let saved = dim_trainer::fit::config::TrainConfig::load_file(&full.join("config.json")).unwrap();
+    assert_eq!(saved.distill.unwrap().teacher_dim, Some(128), "the critic's shape is saved with the run");
+
+    let distill: Vec<f64> = dim_trainer::fit::metrics::steps(&full.join("metrics.jsonl")).unwrap().iter().map(|s| s.losses.distill_mi).collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (head, tail) = (mean(&distill[..6]), mean(&distill[26..]));
+    assert!(tail > head + 0.1, "the distillation bound should rise: first steps {head:.3}, last {tail:.3}");
+    // InfoNCE is bounded by 0 here (no log N term); at chance it is −log(8 + 1024): the batch's
+    // 7 other rows and 1,024 drawn ones besides the positive.
+    assert!(distill.iter().all(|&d| d <= 1e-6 && d > -1032f64.ln() - 1.0), "{distill:?}");
+
+    fit(distilled("tiny/encoder.onnx").with_max_steps(Some(19)), &split, &opts(false)).unwrap();
+    let cached = std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap();
+    fit(distilled("tiny/encoder.onnx").with_max_steps(Some(32)), &split, &opts(true)).unwrap();
+    assert_eq!(std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap(), cached, "the resumed run reused the cache");
+    assert_eq!(step_losses(&full), step_losses(&split), "a resumed distillation run reproduces the uninterrupted one bit for bit");
+
+    // A cache made with another teacher file is not used: the int8 teacher's rows replace it.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["teacher.npy", "teacher.json"] {
+        std::fs::copy(full.join(f), other.join(f)).unwrap();
+    }
+    fit(distilled("tiny/encoder.int8.onnx").with_max_steps(Some(1)), &other, &opts(false)).unwrap();
+    let key2: TeacherKey = serde_json::from_slice(&std::fs::read(other.join("teacher.json")).unwrap()).unwrap();
+    assert_ne!(key2.teacher_sha256, key.teacher_sha256);
+    assert_ne!(std::fs::read(other.join("teacher.npy")).unwrap(), npy, "int8 rows differ from f32 rows");
+
+    // Resuming with a teacher whose layer is wider than the critic was built for is refused.
+    let err = format!("{:#}", fit(distilled("dim32/encoder.onnx").with_max_steps(Some(40)), &split, &opts(true)).unwrap_err());
+    assert!(err.contains("width 128") && err.contains("1024"), "{err}");
+    assert_eq!(std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap(), cached, "the refused teacher did not replace the run's cache");
+}

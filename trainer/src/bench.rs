@@ -17,8 +17,9 @@ pub const PEAK_GFLOPS: f64 = 330.0;
 
 fn fixed_batch(config: &TrainConfig) -> anyhow::Result<Batch> {
     let shapes = Shapes::new(config.batch_size, config.seed);
-    let images = data::load_inputs(&shapes, &(0..config.batch_size).collect::<Vec<_>>())?;
-    Ok(Batch { images, labels: (0..config.batch_size).map(|i| shapes.label(i)).collect(), index: 0 })
+    let sources: Vec<usize> = (0..config.batch_size).collect();
+    let images = data::load_inputs(&shapes, &sources)?;
+    Ok(Batch { images, labels: sources.iter().map(|&i| shapes.label(i)).collect(), sources, index: 0 })
 }
 
 /// Trains `warmup + steps` steps on one fixed batch and returns images per second over `steps`.
@@ -79,7 +80,7 @@ pub fn breakdown(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::R
             start = Instant::now();
         }
         phases.start();
-        state = train::step_timed(config, state, &batch, s, &device, &mut phases)?.0;
+        state = train::step_timed(config, state, &batch, None, s, &device, &mut phases)?.0;
     }
     let total = start.elapsed();
     let work = step_gflop(config);
@@ -108,7 +109,7 @@ pub fn run_data(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::Re
             if done == warmup {
                 start = Instant::now();
             }
-            state = train::step(config, state, &batch?, done, &device)?.0;
+            state = train::step(config, state, &batch?, None, done, &device)?.0;
             done += 1;
             if done == warmup + steps {
                 break;

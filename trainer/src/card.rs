@@ -198,6 +198,21 @@ fn training_section(dir: &Path, run: &Path, config: &TrainConfig, hardware: &str
         "- objective: α={} β={} γ={}, {:?} estimator, {:?} local critic (W={}), Adam {}, batch {}",
         config.alpha, config.beta, config.gamma, config.estimator, config.local_critic, config.critic_width, config.learning_rate, config.batch_size
     )?;
+    if let Some(d) = &config.distill {
+        // Its folder and file (`dim32/encoder.onnx`), not the training machine's path.
+        let parts: Vec<String> = Path::new(&d.teacher).components().rev().take(2).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let teacher = parts.into_iter().rev().collect::<Vec<_>>().join("/");
+        writeln!(
+            s,
+            "- distilled from `{teacher}` (the teacher's `{}` layer, width {}): cosine critic W={}, τ={}, {} extra negatives a step, weight δ={}",
+            d.layer.name(),
+            d.teacher_dim.map_or("?".into(), |w| w.to_string()),
+            d.width,
+            d.temperature,
+            d.negatives,
+            d.weight
+        )?;
+    }
     let hours = steps as f64 * config.batch_size as f64 / rate.max(1e-9) / 3600.0;
     writeln!(
         s,

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use dim_trainer::embed::EmbedOptions;
 use dim_trainer::eval::Settings;
 use dim_trainer::eval::run::{CheckOptions, DataOptions, EvalOptions};
-use dim_trainer::fit::config::{BackendKind, ModelKind, TrainConfig};
+use dim_trainer::fit::config::{BackendKind, Distill, ModelKind, TeacherLayer, TrainConfig};
 use dim_trainer::fit::preset::Preset;
 use dim_trainer::model::LocalCriticKind;
 use dim_trainer::objective::Estimator;
@@ -18,6 +18,7 @@ const MODELS: [&str; 2] = ["dim32", "tiny"];
 const CRITICS: [&str; 2] = ["encode-dot", "concat-conv"];
 const ESTIMATORS: [&str; 3] = ["jsd", "infonce", "dv"];
 const BACKENDS: [&str; 3] = ["cpu", "cuda", "wgpu"];
+const TEACHER_LAYERS: [&str; 3] = ["fc", "y", "conv"];
 
 /// A clap parser for a domain enum by its config-file name; `--help` lists the names.
 fn choice<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T> {
@@ -197,6 +198,18 @@ pub struct FitArgs {
     /// Write a checkpoint every N steps too (default: at epoch ends only).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Distil this teacher encoder (an f32 ONNX file from `trainer export`, e.g.
+    /// models/dim32/encoder.onnx) into the one trained: the student's Y learns to carry the
+    /// teacher's representation through a critic and the run's estimator, beside its own DIM
+    /// loss. The teacher embeds the data once; the rows are cached in OUT/teacher.npy.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The teacher's layer to distil: fc (default), y or conv.
+    #[arg(long, value_parser = choice::<TeacherLayer>(&TEACHER_LAYERS))]
+    pub teacher_layer: Option<TeacherLayer>,
+    /// Weight δ of the distillation term (default 1).
+    #[arg(long)]
+    pub distill_weight: Option<f64>,
     /// Continue the run in OUT from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -454,6 +467,21 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     }
     c.augment.hflip |= a.hflip;
     c.skip_bad |= a.skip_bad;
+    if let Some(t) = &a.teacher {
+        let t = t.to_string_lossy().into_owned();
+        let d = c.distill.get_or_insert_with(|| Distill::from_teacher(t.clone()));
+        d.teacher = t;
+    }
+    match &mut c.distill {
+        Some(d) => {
+            d.layer = a.teacher_layer.unwrap_or(d.layer);
+            d.weight = a.distill_weight.unwrap_or(d.weight);
+        }
+        None if a.teacher_layer.is_some() || a.distill_weight.is_some() => {
+            anyhow::bail!("--teacher-layer and --distill-weight set up distillation: name the teacher with --teacher (or [distill] in --config)")
+        }
+        None => {}
+    }
     Ok(c)
 }
 
@@ -559,6 +587,7 @@ mod tests {
         names(&MODELS, &[ModelKind::Dim32, ModelKind::Tiny]);
         names(&CRITICS, &[LocalCriticKind::EncodeDot, LocalCriticKind::ConcatConv]);
         names(&ESTIMATORS, &[Estimator::Jsd, Estimator::InfoNce, Estimator::Dv]);
+        names(&TEACHER_LAYERS, &[TeacherLayer::Fc, TeacherLayer::Y, TeacherLayer::Conv]);
         names(&BACKENDS, &[BackendKind::Cpu, BackendKind::Cuda, BackendKind::Wgpu]);
         <Cli as clap::CommandFactory>::command().debug_assert();
         assert!(fit_defaults().contains("critic_width = 2048"), "{}", fit_defaults());

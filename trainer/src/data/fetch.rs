@@ -47,7 +47,7 @@ pub fn fetch(url: &str, file: &str, sha256: &str, dir: &Path) -> anyhow::Result<
     Ok(dest)
 }
 
-fn hash_file(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn hash_file(path: &Path) -> anyhow::Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;

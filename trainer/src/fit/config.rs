@@ -28,6 +28,92 @@ pub enum BackendKind {
     Wgpu,
 }
 
+/// Which representation of the teacher the student learns to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherLayer {
+    /// The teacher's representation Y.
+    Y,
+    /// The teacher's fc layer (after BN and ReLU): wider than Y, and the layer the paper's probes
+    /// rate highest.
+    Fc,
+    /// The teacher's last convolutional block, flattened.
+    Conv,
+}
+
+impl TeacherLayer {
+    /// The output name `embed_layers` gives it (`y`, `fc`, `conv`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Y => "y",
+            Self::Fc => "fc",
+            Self::Conv => "conv",
+        }
+    }
+}
+
+/// Distillation from a trained teacher encoder: a [`crate::model::DistillCritic`] scores the
+/// student's Y against the teacher's representation of the same image, and the run's estimator
+/// turns the scores into a mutual-information bound, added to the loss with weight `weight`.
+/// The teacher's representations are computed once per run and cached (`fit::teacher`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Distill {
+    /// The teacher: an f32 ONNX file with its probe outputs, as `trainer export` and
+    /// `scripts/ship-model` write it (e.g. `models/dim32/encoder.onnx`).
+    pub teacher: String,
+    #[serde(default = "Distill::default_layer")]
+    pub layer: TeacherLayer,
+    /// Weight δ of the distillation term.
+    #[serde(default = "Distill::default_weight")]
+    pub weight: f64,
+    /// Width of the critic's embeddings.
+    #[serde(default = "Distill::default_width")]
+    pub width: usize,
+    /// Temperature τ of the critic's cosine scores.
+    #[serde(default = "Distill::default_temperature")]
+    pub temperature: f64,
+    /// Teacher rows of other training images drawn each step as extra negatives (the batch's
+    /// own alone saturate the bound: see `DistillCritic`).
+    #[serde(default = "Distill::default_negatives")]
+    pub negatives: usize,
+    /// Width of the teacher's layer: `fit` fills it in when it first opens the teacher (the
+    /// critic's shape depends on it, and a checkpoint must load without the teacher at hand).
+    #[serde(default)]
+    pub teacher_dim: Option<usize>,
+}
+
+impl Distill {
+    fn default_layer() -> TeacherLayer {
+        TeacherLayer::Fc
+    }
+    fn default_weight() -> f64 {
+        1.0
+    }
+    fn default_width() -> usize {
+        128
+    }
+    fn default_temperature() -> f64 {
+        0.1
+    }
+    fn default_negatives() -> usize {
+        1024
+    }
+
+    /// Distillation from `teacher` with the defaults: its fc layer, δ = 1, W = 128, τ = 0.1,
+    /// 1,024 extra negatives.
+    pub fn from_teacher(teacher: String) -> Self {
+        Self {
+            teacher,
+            layer: Self::default_layer(),
+            weight: Self::default_weight(),
+            width: Self::default_width(),
+            temperature: Self::default_temperature(),
+            negatives: Self::default_negatives(),
+            teacher_dim: None,
+        }
+    }
+}
+
 #[derive(Config, Debug)]
 pub struct TrainConfig {
     #[config(default = "ModelKind::Dim32")]
@@ -84,6 +170,9 @@ pub struct TrainConfig {
     /// Also write a checkpoint every this many steps (0 = only at epoch ends).
     #[config(default = 0)]
     pub checkpoint_every: usize,
+    /// Distil a teacher encoder into this one (`[distill]`; none by default).
+    #[config(default = "None")]
+    pub distill: Option<Distill>,
 }
 
 impl TrainConfig {
@@ -96,6 +185,12 @@ impl TrainConfig {
 
     pub fn model_config(&self) -> DimModelConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
+            .with_distill(self.distill.as_ref().and_then(|d| Some((d.teacher_dim?, d.width, d.temperature))))
+    }
+
+    /// The distillation weight δ (0 without a teacher).
+    pub fn distill_weight(&self) -> f64 {
+        self.distill.as_ref().map_or(0.0, |d| d.weight)
     }
 
     /// Writes the config as JSON (what [`Self::load_file`] reads back), atomically.
@@ -139,8 +234,13 @@ impl TrainConfig {
         if self.batch_size < 2 {
             bail!("batch size {} is too small: DIM draws negatives from the other images of a batch (use ≥ 2, the paper uses 64)", self.batch_size);
         }
-        if self.alpha <= 0.0 && self.beta <= 0.0 {
-            bail!("alpha (global) and beta (local) are both 0: nothing would train the encoder");
+        if self.alpha <= 0.0 && self.beta <= 0.0 && self.distill_weight() <= 0.0 {
+            bail!("alpha (global), beta (local) and the distillation weight are all 0: nothing would train the encoder");
+        }
+        if let Some(d) = &self.distill
+            && (!d.weight.is_finite() || d.weight < 0.0 || !(d.temperature.is_finite() && d.temperature > 0.0) || d.width == 0)
+        {
+            bail!("[distill]: weight must be finite and ≥ 0, temperature finite and > 0, width ≥ 1 (got {}, {}, {})", d.weight, d.temperature, d.width);
         }
         if [self.alpha, self.beta, self.gamma, self.learning_rate, self.gradient_penalty].iter().any(|v| !v.is_finite() || *v < 0.0) {
             bail!("loss weights, learning rate and gradient penalty must be finite and ≥ 0");
@@ -168,5 +268,21 @@ mod tests {
         let j = dir.path().join("c.json");
         c.save(&j).unwrap();
         assert_eq!(TrainConfig::load_file(&j).unwrap().critic_width, 256);
+    }
+
+    #[test]
+    fn a_distill_table_takes_defaults_and_shapes_the_model() {
+        let c = TrainConfig::new().overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\nweight = 0.5\n", true, "c.toml").unwrap();
+        let d = c.distill.clone().unwrap();
+        assert_eq!((d.layer, d.weight, d.width, d.temperature, d.negatives, d.teacher_dim), (TeacherLayer::Fc, 0.5, 128, 0.1, 1024, None));
+        // No critic until `fit` knows the teacher's width; then one of that shape.
+        assert_eq!(c.model_config().distill, None);
+        let c = c.with_distill(Some(Distill { teacher_dim: Some(1024), ..d }));
+        assert_eq!(c.model_config().distill, Some((1024, 128, 0.1)));
+        assert!(c.clone().with_alpha(0.0).with_beta(0.0).validate().is_ok(), "distillation alone trains the encoder");
+        let bad = c.with_distill(Some(Distill { temperature: 0.0, ..Distill::from_teacher("t.onnx".into()) }));
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("temperature"));
+        let err = format!("{:#}", TrainConfig::new().overlay("[distill]\nweight = 1\n", true, "c.toml").unwrap_err());
+        assert!(err.contains("c.toml"), "a table without its teacher is named: {err}");
     }
 }

@@ -142,7 +142,7 @@ mod tests {
     fn records_round_trip_with_the_historic_keys_and_torn_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
-        let losses = StepLosses { loss: 1.5, local_mi: -2.0, global_mi: 0.0, prior: 0.7, disc: 1.25 };
+        let losses = StepLosses { loss: 1.5, local_mi: -2.0, global_mi: 0.0, prior: 0.7, disc: 1.25, distill_mi: 0.0 };
         let step = StepRecord { step: 3, epoch: 1, losses, img_per_s: 99.0 };
         let epoch = EpochRecord { epoch_end: 1, losses };
         let knn = KnnRecord { knn: KnnReport { trained: 0.5, random_init: 0.25, bank_images: 10, validation_images: 4 } };
@@ -159,5 +159,11 @@ mod tests {
             assert!(first.get(key).is_some(), "{key}");
         }
         assert_eq!((steps(&path).unwrap().len(), epochs(&path).unwrap().len()), (1, 1));
+        // A line from before distillation existed reads with a zero distillation term.
+        let old = r#"{"step":1,"epoch":1,"loss":1.0,"local_mi":-1.0,"global_mi":0.0,"prior":0.5,"disc":1.0,"img_per_s":9.0}"#;
+        match serde_json::from_str::<Record>(old).unwrap() {
+            Record::Step(s) => assert_eq!((s.losses.loss, s.losses.distill_mi), (1.0, 0.0)),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod preset;
 pub mod state;
 pub mod step;
+pub mod teacher;
 pub mod train;
 
 pub use config::{BackendKind, ModelKind, TrainConfig};

@@ -7,6 +7,7 @@
 
 use super::config::TrainConfig;
 use super::state::TrainState;
+use super::teacher::Teacher;
 use crate::data::Batch;
 use crate::objective::{self, mi_lower_bound};
 use anyhow::bail;
@@ -23,6 +24,9 @@ pub struct StepLosses {
     pub global_mi: f64,
     pub prior: f64,
     pub disc: f64,
+    /// The distillation bound (0 without a teacher; absent from older metrics).
+    #[serde(default)]
+    pub distill_mi: f64,
 }
 
 /// A phase of the step, as `trainer bench --breakdown` reports it.
@@ -33,6 +37,7 @@ pub enum Phase {
     LocalCriticForward,
     Estimator,
     GlobalCritic,
+    Distill,
     PriorForward,
     LossSync,
     BackwardDim,
@@ -50,6 +55,7 @@ impl Phase {
             Self::LocalCriticForward => "local critic forward",
             Self::Estimator => "estimator",
             Self::GlobalCritic => "global critic + estimator",
+            Self::Distill => "distillation critic + estimator",
             Self::PriorForward => "prior term + discriminator forward",
             Self::LossSync => "losses → host (one sync)",
             Self::BackwardDim => "backward (DIM loss)",
@@ -94,9 +100,16 @@ fn losses_to_host(terms: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).collect()
 }
 
-/// One optimiser step on `batch`.
-pub fn step(config: &TrainConfig, state: TrainState, batch: &Batch, step: usize, device: &Device) -> anyhow::Result<(TrainState, StepLosses)> {
-    step_timed(config, state, batch, step, device, &mut Phases::default())
+/// One optimiser step on `batch` (with the teacher's rows of its images when the run distils).
+pub fn step(
+    config: &TrainConfig,
+    state: TrainState,
+    batch: &Batch,
+    teacher: Option<&Teacher>,
+    step: usize,
+    device: &Device,
+) -> anyhow::Result<(TrainState, StepLosses)> {
+    step_timed(config, state, batch, teacher, step, device, &mut Phases::default())
 }
 
 /// [`step`], recording the time of each phase in `phases` (nothing when it was not started).
@@ -104,6 +117,7 @@ pub fn step_timed(
     config: &TrainConfig,
     state: TrainState,
     batch: &Batch,
+    teacher: Option<&Teacher>,
     step: usize,
     device: &Device,
     phases: &mut Phases,
@@ -114,7 +128,7 @@ pub fn step_timed(
     let out = model.encoder.forward(x);
     phases.mark(Phase::EncoderForward);
     let zero = || Tensor::<1>::zeros([1], device);
-    let (mut local_mi, mut global_mi, mut prior_term) = (zero(), zero(), zero());
+    let (mut local_mi, mut global_mi, mut prior_term, mut distill_mi) = (zero(), zero(), zero(), zero());
     let mut loss = zero();
     if let Some(critic) = &model.local {
         let scores = critic.scores(out.local.clone(), out.y.clone());
@@ -128,6 +142,22 @@ pub fn step_timed(
         loss = loss - global_mi.clone() * config.alpha;
         phases.mark(Phase::GlobalCritic);
     }
+    if let Some(critic) = &model.distill {
+        let Some(teacher) = teacher else { bail!("the model distils a teacher, but the step was given none") };
+        let (b, w) = (batch.len(), teacher.width());
+        let t = Tensor::<2>::from_data(TensorData::new(teacher.rows(&batch.sources), [b, w]), device);
+        let k = config.distill.as_ref().map_or(0, |d| d.negatives);
+        // Its own stream, so the prior's draws below are the same with or without distillation.
+        let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x94D0_49BB_1331_11EB) ^ 0xD157_111A);
+        let extra = (k > 0).then(|| {
+            let (rows, mask) = teacher.negatives(k, &batch.sources, &mut rng);
+            let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
+            (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
+        });
+        distill_mi = mi_lower_bound(&critic.scores(t, out.y.clone(), extra), config.estimator);
+        loss = loss - distill_mi.clone() * config.distill_weight();
+        phases.mark(Phase::Distill);
+    }
     let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let disc_loss = disc.as_ref().map(|d| {
         prior_term = objective::prior_encoder_loss(d, out.y.clone());
@@ -137,8 +167,8 @@ pub fn step_timed(
     });
     phases.mark(Phase::PriorForward);
     let disc_value = disc_loss.clone().unwrap_or_else(zero);
-    let v = losses_to_host(vec![loss.clone().detach(), local_mi.detach(), global_mi.detach(), prior_term.detach(), disc_value.detach()]);
-    let l = StepLosses { loss: v[0], local_mi: v[1], global_mi: v[2], prior: v[3], disc: v[4] };
+    let v = losses_to_host(vec![loss.clone().detach(), local_mi.detach(), global_mi.detach(), prior_term.detach(), disc_value.detach(), distill_mi.detach()]);
+    let l = StepLosses { loss: v[0], local_mi: v[1], global_mi: v[2], prior: v[3], disc: v[4], distill_mi: v[5] };
     phases.mark(Phase::LossSync);
     if !l.loss.is_finite() || !l.disc.is_finite() {
         bail!(

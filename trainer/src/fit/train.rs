@@ -10,6 +10,7 @@ use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, MonitorRecord, StepR
 use super::monitor;
 use super::state::{TrainState, device, new_state};
 use super::step::{StepLosses, step};
+use super::teacher::Teacher;
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use anyhow::{Context, bail};
 use burn::prelude::Device;
@@ -83,7 +84,14 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
     }
     let config = match &resume_from {
         Some(ck) => {
-            same_run(&checkpoint::load_config(ck)?, &config).with_context(|| format!("cannot resume {}", ck.display()))?;
+            let saved = checkpoint::load_config(ck)?;
+            same_run(&saved, &config).with_context(|| format!("cannot resume {}", ck.display()))?;
+            let mut config = config;
+            // The critic's shape came from the run's teacher: a teacher of another width is
+            // refused when it is opened, before it replaces the run's cached rows.
+            if let (Some(d), Some(s)) = (&mut config.distill, &saved.distill) {
+                d.teacher_dim = d.teacher_dim.or(s.teacher_dim);
+            }
             config
         }
         None if checkpoint::latest(out)?.is_some() => {
@@ -101,6 +109,14 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
 /// (seed, validation size). The rest — length, learning rate, data path, augmentation, … — may
 /// change on resume; what changed is printed.
 fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
+    let distill = |c: &TrainConfig| c.distill.as_ref().map(|d| (d.layer, d.width));
+    if distill(saved) != distill(new) {
+        bail!(
+            "the checkpoint's distillation is {:?} (teacher layer, critic width); these flags ask for {:?}: keep the run's [distill] settings, or start a new run in another --out",
+            distill(saved),
+            distill(new)
+        );
+    }
     let shape = |c: &TrainConfig| (c.model, c.local_critic, c.critic_width, c.alpha > 0.0, c.beta > 0.0, c.gamma > 0.0, c.batch_size);
     if shape(saved) != shape(new) {
         bail!(
@@ -160,6 +176,16 @@ fn start(config: &TrainConfig, out: &Path, resume_from: Option<&Path>, source: &
     Ok((state, progress))
 }
 
+/// The teacher of a distilling run (cached in `out`), with the width of its layer written into
+/// the config (the critic's shape depends on it; see [`super::config::Distill::teacher_dim`]).
+fn open_teacher(config: &mut TrainConfig, source: &dyn ImageSource, train_idx: &[usize], out: &Path) -> anyhow::Result<Option<Teacher>> {
+    let Some(d) = &mut config.distill else { return Ok(None) };
+    let teacher = Teacher::open(d, source, out)?.with_pool(train_idx.to_vec());
+    d.teacher_dim = Some(teacher.width());
+    config.save_json(&out.join("config.json"))?;
+    Ok(Some(teacher))
+}
+
 /// Prints, records and saves (`OUT/knn.json`) the closing kNN figure.
 fn closing_knn(knn: super::knn::KnnReport, out: &Path, metrics: &mut MetricsWriter) -> anyhow::Result<()> {
     eprintln!("kNN (k=20, cosine) on Y, validation split: trained {:.2}% vs randomly initialised {:.2}%", knn.trained * 100.0, knn.random_init * 100.0);
@@ -186,22 +212,30 @@ struct EpochSums {
 impl EpochSums {
     fn add(&mut self, l: &StepLosses) {
         let s = &mut self.sum;
-        (s.loss, s.local_mi, s.global_mi, s.prior, s.disc) =
-            (s.loss + l.loss, s.local_mi + l.local_mi, s.global_mi + l.global_mi, s.prior + l.prior, s.disc + l.disc);
+        (s.loss, s.local_mi, s.global_mi, s.prior, s.disc, s.distill_mi) =
+            (s.loss + l.loss, s.local_mi + l.local_mi, s.global_mi + l.global_mi, s.prior + l.prior, s.disc + l.disc, s.distill_mi + l.distill_mi);
         self.steps += 1;
     }
     fn mean(&self) -> StepLosses {
         let n = self.steps.max(1) as f64;
         let s = &self.sum;
-        StepLosses { loss: s.loss / n, local_mi: s.local_mi / n, global_mi: s.global_mi / n, prior: s.prior / n, disc: s.disc / n }
+        StepLosses {
+            loss: s.loss / n,
+            local_mi: s.local_mi / n,
+            global_mi: s.global_mi / n,
+            prior: s.prior / n,
+            disc: s.disc / n,
+            distill_mi: s.distill_mi / n,
+        }
     }
 }
 
 pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result<FitSummary> {
-    let (config, resume_from) = resolve_run(config, out, opts)?;
+    let (mut config, resume_from) = resolve_run(config, out, opts)?;
     let device = device(config.backend)?.autodiff();
     let (source, train_idx, val_idx) = open_data(&config)?;
     eprintln!("data: {} ({} train / {} validation)", source.describe(), train_idx.len(), val_idx.len());
+    let teacher = open_teacher(&mut config, &*source, &train_idx, out)?;
     let (mut state, mut progress) = start(&config, out, resume_from.as_deref(), &*source, &device)?;
     let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
@@ -236,7 +270,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
             let mut rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if stepped {
                 let t = std::time::Instant::now();
-                let (next, l) = step(&config, state, &batch, progress.step, &device).with_context(|| match &last_ckpt {
+                let (next, l) = step(&config, state, &batch, teacher.as_ref(), progress.step, &device).with_context(|| match &last_ckpt {
                     Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
                     None => "training stopped before the first checkpoint".to_string(),
                 })?;
@@ -248,7 +282,8 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                 let img_per_s = batch.len() as f64 / t.elapsed().as_secs_f64();
                 metrics.write(StepRecord { step: progress.step, epoch: progress.epoch + 1, losses: l, img_per_s })?;
                 rate = images as f64 / started.elapsed().as_secs_f64();
-                bar.set_message(format!("loss {:.4} local {:.4} prior {:.3} disc {:.3} | {rate:.0} img/s", l.loss, l.local_mi, l.prior, l.disc));
+                let distill = if teacher.is_some() { format!(" distill {:.3}", l.distill_mi) } else { String::new() };
+                bar.set_message(format!("loss {:.4} local {:.4}{distill} prior {:.3} disc {:.3} | {rate:.0} img/s", l.loss, l.local_mi, l.prior, l.disc));
                 bar.set_position(progress.step as u64);
             }
             progress.batch += 1;
@@ -267,8 +302,9 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                 progress.batch = 0;
                 last_ckpt = Some(save_after_step(out, &config, progress, &state, &last_ckpt)?);
                 let m = epoch.mean();
+                let distill = if teacher.is_some() { format!(" distill MI {:.4}", m.distill_mi) } else { String::new() };
                 let msg = format!(
-                    "epoch {}/{}: loss {:.4} local MI {:.4} prior {:.4} disc {:.4} ({rate:.0} img/s)",
+                    "epoch {}/{}: loss {:.4} local MI {:.4}{distill} prior {:.4} disc {:.4} ({rate:.0} img/s)",
                     progress.epoch, config.epochs, m.loss, m.local_mi, m.prior, m.disc
                 );
                 bar.suspend(|| eprintln!("{msg}"));

@@ -4,7 +4,7 @@ pub mod critic;
 pub mod encoder;
 
 use burn::prelude::*;
-pub use critic::{GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
+pub use critic::{DistillCritic, GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
 pub use encoder::{EncoderConfig, EncoderNet, EncoderOutput};
 
 /// Everything trained by the DIM loss (the prior discriminator has its own optimiser).
@@ -15,6 +15,8 @@ pub struct DimModel {
     pub local: Option<LocalCritic>,
     /// Present when the global weight α > 0.
     pub global: Option<GlobalCritic>,
+    /// Present when the run distils a teacher (`[distill]` in the config).
+    pub distill: Option<DistillCritic>,
 }
 
 /// What to build: the encoder and which critics (by their loss weights).
@@ -26,6 +28,9 @@ pub struct DimModelConfig {
     pub critic_width: usize,
     pub with_local: bool,
     pub with_global: bool,
+    /// The distillation critic: `(teacher width, embedding width W, temperature τ)`.
+    #[config(default = "None")]
+    pub distill: Option<(usize, usize, f64)>,
 }
 
 impl DimModelConfig {
@@ -36,6 +41,7 @@ impl DimModelConfig {
             encoder: self.encoder.init(device),
             local: self.with_local.then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
             global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
+            distill: self.distill.map(|(t, w, tau)| DistillCritic::new(y, t, w, tau, device)),
         }
     }
 }

@@ -1,0 +1,243 @@
+//! The teacher's representations for distillation: every image of the run's data embedded once
+//! by the teacher — an f32 ONNX file run by dim-runtime's tract `Encoder`, the deployed form —
+//! and cached in the run folder, so later calls (`--resume`) and every epoch reuse them.
+//!
+//! ```text
+//! OUT/teacher.npy    [images, width] f32, row i = image i of the source (npy, any reader)
+//! OUT/teacher.json   TeacherKey: the teacher file's SHA-256, the layer, images, width
+//! ```
+//! The cache is used only while its key matches the teacher file, layer and data; otherwise it
+//! is computed again (and replaced atomically, the `.npy` before the key).
+//!
+//! The teacher sees each image as stored, the student its augmented views: the student also
+//! learns to give the teacher's answer under the augmentation. Rows are standardised per
+//! dimension (mean 0, std 1 over all images) when loaded, so the critic's linear embedding
+//! starts on inputs of unit scale whichever layer is distilled.
+
+use super::config::{Distill, TeacherLayer};
+use crate::data::{self, ImageSource};
+use anyhow::{Context, bail};
+use rand::{Rng, rngs::StdRng};
+use std::path::Path;
+
+/// What a cached `teacher.npy` was computed from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TeacherKey {
+    pub teacher_sha256: String,
+    pub layer: TeacherLayer,
+    pub images: usize,
+    pub width: usize,
+}
+
+/// The teacher's standardised representation of every image of the source.
+#[derive(Debug, Clone)]
+pub struct Teacher {
+    width: usize,
+    rows: Vec<f32>,
+    /// The images extra negatives are drawn from (the training split; all by default).
+    pool: Vec<usize>,
+}
+
+/// Images per call into tract (it splits each call over its threads).
+const CHUNK: usize = 512;
+
+impl Teacher {
+    /// The teacher of `distill` over every image of `source`: from `OUT/teacher.npy` when its
+    /// key matches, computed (and cached) otherwise.
+    pub fn open(distill: &Distill, source: &dyn ImageSource, out: &Path) -> anyhow::Result<Self> {
+        let path = Path::new(&distill.teacher);
+        let sha = crate::data::fetch::hash_file(path)
+            .with_context(|| format!("cannot read the distillation teacher {}; give an ONNX file that `trainer export` wrote", path.display()))?;
+        let (npy, key_path) = (out.join("teacher.npy"), out.join("teacher.json"));
+        let wanted = |k: &TeacherKey| k.teacher_sha256 == sha && k.layer == distill.layer && k.images == source.len();
+        let cached = read_cache(&npy, &key_path).filter(|(key, _)| wanted(key));
+        let from_cache = cached.is_some();
+        let (width, rows) = match cached {
+            Some((key, rows)) => {
+                eprintln!("teacher: {} ({}, {} × {}) from {}", path.display(), distill.layer.name(), key.images, key.width, npy.display());
+                (key.width, rows)
+            }
+            None => embed(path, distill.layer, source)?,
+        };
+        if let Some(w) = distill.teacher_dim.filter(|&w| w != width) {
+            // Checked before the cache is replaced: the run's own teacher stays cached.
+            bail!(
+                "the run's distillation critic was built for a teacher {} of width {w}; {} gives {width}: use the run's teacher, or start a new run in another --out",
+                distill.layer.name(),
+                path.display()
+            );
+        }
+        if !from_cache {
+            write_cache(&npy, &key_path, &TeacherKey { teacher_sha256: sha, layer: distill.layer, images: source.len(), width }, &rows)?;
+        }
+        Ok(Self { width, rows: standardise(rows, width), pool: (0..source.len()).collect() })
+    }
+
+    /// Draws extra negatives from `pool` only (the training split: validation images stay unseen).
+    pub fn with_pool(mut self, pool: Vec<usize>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// `k` rows drawn uniformly (with replacement) from the pool, `[k, width]`, and the `[B, k]`
+    /// 0/1 mask that drops each batch image's draws of itself (`None` when there are none).
+    pub fn negatives(&self, k: usize, sources: &[usize], rng: &mut StdRng) -> (Vec<f32>, Option<Vec<f32>>) {
+        if self.pool.is_empty() {
+            return (Vec::new(), None);
+        }
+        let drawn: Vec<usize> = (0..k).map(|_| self.pool[rng.random_range(0..self.pool.len())]).collect();
+        let clash = sources.iter().any(|s| drawn.contains(s));
+        let mask = clash.then(|| sources.iter().flat_map(|s| drawn.iter().map(move |d| if d == s { 0.0 } else { 1.0 })).collect());
+        (self.rows(&drawn), mask)
+    }
+
+    /// Width of one representation.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// `[sources.len(), width]` rows of the given source indices, row-major.
+    pub fn rows(&self, sources: &[usize]) -> Vec<f32> {
+        sources.iter().flat_map(|&i| &self.rows[i * self.width..(i + 1) * self.width]).copied().collect()
+    }
+}
+
+/// Embeds every image of `source` with the teacher at `path`; returns `(width, rows)`.
+fn embed(path: &Path, layer: TeacherLayer, source: &dyn ImageSource) -> anyhow::Result<(usize, Vec<f32>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let encoder = dim_runtime::Encoder::from_bytes_with_layers(&bytes, &crate::export::PROBE_LAYERS).with_context(|| {
+        format!("{}: cannot load it as a teacher with its probe layers (relu3, fc_relu); re-export it with `trainer export`", path.display())
+    })?;
+    // embed_layers returns y, then the PROBE_LAYERS in order.
+    let at = match layer {
+        TeacherLayer::Y => 0,
+        TeacherLayer::Conv => 1,
+        TeacherLayer::Fc => 2,
+    };
+    let n = source.len();
+    eprintln!("teacher: embedding {n} images with {} ({}), once for this run", path.display(), layer.name());
+    let bar = crate::progress::bar(true, n, "images (teacher)");
+    let mut rows = Vec::new();
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(CHUNK) {
+        let inputs = data::load_inputs(source, chunk)?;
+        let mut parts = encoder.embed_layers(&inputs).with_context(|| format!("{}: the teacher failed on images {}..", path.display(), chunk[0]))?;
+        rows.append(&mut parts.swap_remove(at));
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if n == 0 || rows.is_empty() || !rows.len().is_multiple_of(n) {
+        bail!("{}: the teacher gave {} values for {n} images", path.display(), rows.len());
+    }
+    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+        bail!("{}: the teacher's {} holds a non-finite value (image {}); it cannot be distilled", path.display(), layer.name(), i / (rows.len() / n));
+    }
+    Ok((rows.len() / n, rows))
+}
+
+/// The cache's key and rows, when both files are there and agree; `None` otherwise (a missing,
+/// torn or foreign cache is recomputed, never trusted).
+fn read_cache(npy: &Path, key_path: &Path) -> Option<(TeacherKey, Vec<f32>)> {
+    let key: TeacherKey = serde_json::from_slice(&std::fs::read(key_path).ok()?).ok()?;
+    let bytes = std::fs::read(npy).ok()?;
+    let file = npyz::NpyFile::new(&bytes[..]).ok()?;
+    if file.shape() != [key.images as u64, key.width as u64] {
+        return None;
+    }
+    let rows: Vec<f32> = file.into_vec().ok()?;
+    (rows.len() == key.images * key.width && rows.iter().all(|v| v.is_finite())).then_some((key, rows))
+}
+
+/// Removes the old key, then writes the rows and the new key, each atomically: a kill in between
+/// leaves rows without a key, which the next call computes again.
+fn write_cache(npy: &Path, key_path: &Path, key: &TeacherKey, rows: &[f32]) -> anyhow::Result<()> {
+    use npyz::WriterBuilder;
+    let _ = std::fs::remove_file(key_path);
+    let mut bytes = Vec::with_capacity(rows.len() * 4 + 128);
+    let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[key.images as u64, key.width as u64]).writer(&mut bytes).begin_nd()?;
+    w.extend(rows.iter().copied())?;
+    w.finish()?;
+    crate::fs::write_atomic(npy, &bytes)?;
+    crate::fs::write_atomic(key_path, &serde_json::to_vec_pretty(key)?)
+}
+
+/// Per-dimension standardisation; a constant dimension (a ReLU never on) becomes 0.
+fn standardise(mut rows: Vec<f32>, width: usize) -> Vec<f32> {
+    let n = (rows.len() / width.max(1)).max(1) as f64;
+    let mut mean = vec![0f64; width];
+    let mut sq = vec![0f64; width];
+    for row in rows.chunks(width) {
+        for ((m, s), &v) in mean.iter_mut().zip(&mut sq).zip(row) {
+            *m += v as f64;
+            *s += v as f64 * v as f64;
+        }
+    }
+    let stats: Vec<(f32, f32)> = mean
+        .iter()
+        .zip(&sq)
+        .map(|(m, s)| {
+            let mu = m / n;
+            let sd = (s / n - mu * mu).max(0.0).sqrt();
+            (mu as f32, if sd > 1e-6 { (1.0 / sd) as f32 } else { 0.0 })
+        })
+        .collect();
+    for row in rows.chunks_mut(width) {
+        for (v, (mu, inv)) in row.iter_mut().zip(&stats) {
+            *v = (*v - mu) * inv;
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standardised_columns_have_mean_0_and_std_1_and_constants_become_0() {
+        // Column 0: 1, 2, 3 (mean 2, std √(2/3)); column 1: constant 5.
+        let rows = standardise(vec![1.0, 5.0, 2.0, 5.0, 3.0, 5.0], 2);
+        let s = (1.5f32).sqrt();
+        let want = [-s, 0.0, 0.0, 0.0, s, 0.0];
+        assert!(rows.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{rows:?}");
+    }
+
+    #[test]
+    fn rows_are_looked_up_by_source_index() {
+        let t = Teacher { width: 2, rows: vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0], pool: vec![0, 1, 2] };
+        assert_eq!(t.rows(&[2, 0]), [20.0, 21.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn negatives_come_from_the_pool_and_a_batch_image_never_meets_itself() {
+        use rand::SeedableRng;
+        let t = Teacher { width: 1, rows: (0..10).map(|i| i as f32).collect(), pool: vec![3, 4, 5] };
+        let mut rng = StdRng::seed_from_u64(1);
+        let (rows, mask) = t.negatives(40, &[4, 9], &mut rng);
+        assert!(rows.iter().all(|&r| (3.0..=5.0).contains(&r)), "{rows:?}");
+        let mask = mask.expect("40 draws from 3 images hit image 4");
+        for (b, source) in [4.0, 9.0].into_iter().enumerate() {
+            for (k, &r) in rows.iter().enumerate() {
+                assert_eq!(mask[b * 40 + k], if r == source { 0.0 } else { 1.0 }, "batch image {b}, draw {k}");
+            }
+        }
+        assert_eq!(t.negatives(5, &[9], &mut rng).1, None, "no clash, no mask");
+        // Seeded: the same draws again (so a resumed run repeats them).
+        assert_eq!(t.negatives(40, &[4, 9], &mut StdRng::seed_from_u64(1)).0, rows);
+    }
+
+    #[test]
+    fn a_torn_or_foreign_cache_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (npy, key) = (dir.path().join("teacher.npy"), dir.path().join("teacher.json"));
+        let k = TeacherKey { teacher_sha256: "ab".into(), layer: TeacherLayer::Fc, images: 2, width: 3 };
+        write_cache(&npy, &key, &k, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        assert_eq!(read_cache(&npy, &key), Some((k.clone(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])));
+        let bytes = std::fs::read(&npy).unwrap();
+        std::fs::write(&npy, &bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(read_cache(&npy, &key), None, "truncated rows");
+        write_cache(&npy, &key, &TeacherKey { images: 3, width: 2, ..k.clone() }, &[1.0; 6]).unwrap();
+        std::fs::write(&key, serde_json::to_vec(&k).unwrap()).unwrap();
+        assert_eq!(read_cache(&npy, &key), None, "a key that does not describe the rows");
+    }
+}
