@@ -132,7 +132,8 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     let report: Report = read_json(&dir.join("eval/report.json"))?;
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
     let mut s = String::new();
-    writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {}\n", config.model, config.data.as_deref().unwrap_or("built-in shapes"))?;
+    let data_set = data_set_name(data)?;
+    writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {data_set}\n", config.model)?;
     // A model that stopped short of its goal says so: `STATUS.md`, written by whoever ships it,
     // goes first, marked as theirs.
     match std::fs::read_to_string(dir.join("STATUS.md")) {
@@ -149,9 +150,32 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     s += &training_section(dir, run, &config, hardware)?;
     s += &measures_section(dir, &report, &rows)?;
     s += &reproduce_section(name, &report, &rows)?;
+    // The reports name the folders they read on the training machine; the card names the data.
+    let mut folders: Vec<String> = [config.data.clone(), Some(data.display().to_string())].into_iter().flatten().collect();
+    folders.extend([report.train.clone(), report.test.clone()]);
+    folders.retain(|f| f.len() > 1);
+    folders.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    for f in folders {
+        s = s.replace(&f, &data_set);
+    }
     let out = dir.join("README.md");
     crate::fs::write_atomic(&out, s.as_bytes())?;
     Ok(out)
+}
+
+/// The data set by name rather than by the training machine's folder: CIFAR-10 when the
+/// classes are CIFAR-10's, the folder's own name otherwise.
+fn data_set_name(data: &Path) -> anyhow::Result<String> {
+    const CIFAR10: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+    let source = crate::data::open(data)?;
+    let classes = source.classes();
+    Ok(if classes.iter().map(String::as_str).eq(CIFAR10) {
+        format!("CIFAR-10's training images ({})", source.len())
+    } else if let Some(folder) = data.is_dir().then(|| data.file_name()).flatten() {
+        format!("the image folder `{}` ({} images, {} classes)", folder.to_string_lossy(), source.len(), classes.len())
+    } else {
+        source.describe()
+    })
 }
 
 /// The architecture, its size and files, and the int8 file's agreement with the f32 one.
@@ -283,4 +307,22 @@ pub fn write_golden(dir: &Path, data: &Path, config: &TrainConfig) -> anyhow::Re
     crate::fs::write_atomic(&dir.join("golden.rgb"), &rgb)?;
     let text: Vec<String> = y.iter().map(|v| format!("{v:e}")).collect();
     crate::fs::write_atomic(&dir.join("golden.y.txt"), (text.join("\n") + "\n").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_card_names_the_data_set_not_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cifar = dir.path().join("var/tmp/some-machine/train");
+        for class in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"] {
+            std::fs::create_dir_all(cifar.join(class)).unwrap();
+            image::RgbImage::new(32, 32).save(cifar.join(class).join("0.png")).unwrap();
+        }
+        assert_eq!(data_set_name(&cifar).unwrap(), "CIFAR-10's training images (10)");
+        std::fs::remove_dir_all(cifar.join("truck")).unwrap();
+        assert_eq!(data_set_name(&cifar).unwrap(), "the image folder `train` (9 images, 9 classes)");
+    }
 }
