@@ -152,7 +152,7 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
     s += &reproduce_section(name, &report, &rows)?;
     // The reports name the folders they read on the training machine; the card names the data.
     let mut folders: Vec<String> = [config.data.clone(), Some(data.display().to_string())].into_iter().flatten().collect();
-    folders.extend([report.train.clone(), report.test.clone()]);
+    folders.push(report.train.clone());
     folders.retain(|f| f.len() > 1);
     folders.sort_by_key(|f| std::cmp::Reverse(f.len()));
     for f in folders {
@@ -170,9 +170,9 @@ fn data_set_name(data: &Path) -> anyhow::Result<String> {
     let source = crate::data::open(data)?;
     let classes = source.classes();
     Ok(if classes.iter().map(String::as_str).eq(CIFAR10) {
-        format!("CIFAR-10's training images ({})", source.len())
+        "the CIFAR-10 training set".to_string()
     } else if let Some(folder) = data.is_dir().then(|| data.file_name()).flatten() {
-        format!("the image folder `{}` ({} images, {} classes)", folder.to_string_lossy(), source.len(), classes.len())
+        format!("the image folder `{}`", folder.to_string_lossy())
     } else {
         source.describe()
     })
@@ -321,8 +321,8 @@ mod tests {
             std::fs::create_dir_all(cifar.join(class)).unwrap();
             image::RgbImage::new(32, 32).save(cifar.join(class).join("0.png")).unwrap();
         }
-        assert_eq!(data_set_name(&cifar).unwrap(), "CIFAR-10's training images (10)");
+        assert_eq!(data_set_name(&cifar).unwrap(), "the CIFAR-10 training set");
         std::fs::remove_dir_all(cifar.join("truck")).unwrap();
-        assert_eq!(data_set_name(&cifar).unwrap(), "the image folder `train` (9 images, 9 classes)");
+        assert_eq!(data_set_name(&cifar).unwrap(), "the image folder `train`");
     }
 }
