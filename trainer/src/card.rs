@@ -262,6 +262,11 @@ fn measures_section(dir: &Path, report: &Report, rows: &[Row]) -> anyhow::Result
     writeln!(s, "## Measures (f32, `eval/report.json`)\n")?;
     writeln!(s, "{}", crate::eval::report::measures(report))?;
     writeln!(s, "Curves: `eval/report.probes.png`, `eval/report.estimators.png`.\n")?;
+    writeln!(
+        s,
+        "**MINE and NDM are not on the paper's scale.** Both are Donsker–Varadhan estimates whose value depends on the critic that computes them — its network, its training steps and learning rate — and on how negatives are drawn (`trainer/src/eval/estimators.rs`): here a critic trained for {} (MINE) / {} (NDM) steps on the train rows, then evaluated on the held-out rows, each against 8 shuffles. The paper's Table 3 (DIM(L): MINE 45.09, NDM 0.18) comes from its own code and settings. Compare these figures between encoders measured here with the same settings (other checkpoints, other models' cards), not with the paper's.\n",
+        report.settings.mine_steps, report.settings.ndm_steps
+    )?;
     writeln!(s, "{}", history_section(dir, &history)?)?;
     writeln!(s, "## int8 through the runtime (`trainer check`, `check/check.json`)\n\n{}", crate::eval::check::table(rows))?;
     let quick: Option<Report> = dir.join("eval/quick.json").exists().then(|| read_json(&dir.join("eval/quick.json"))).transpose()?;
