@@ -5,7 +5,8 @@ use super::{DataError, IMAGE_BYTES, ImageSource, Rgb32};
 use std::path::{Path, PathBuf};
 
 const RECORD: usize = 1 + IMAGE_BYTES;
-const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+/// CIFAR-10's class names, in label order.
+pub const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// CIFAR-10 records held in memory (150 MB for the whole train split).
 pub struct CifarBinary {

@@ -18,7 +18,7 @@ mod synthetic;
 use std::path::{Path, PathBuf};
 
 pub use cache::Cached;
-pub use cifar_bin::CifarBinary;
+pub use cifar_bin::{CLASSES as CIFAR10_CLASSES, CifarBinary};
 pub use folder::{ImageFolder, decode_bytes, decode_file, is_image};
 pub use idx::Idx;
 pub use loader::{Augment, Batch, Loader, LoaderConfig};

@@ -5,6 +5,7 @@
 //! `eval/report.json` (f32 reference) and `check/check.json` (int8 vs reference) — and the run's
 //! `metrics.jsonl`, and writes every number from those files; nothing is typed in by hand.
 
+use crate::data::ImageSource;
 use crate::eval::check::Row;
 use crate::eval::report::{Curve, Series};
 use crate::eval::{Report, Unit};
@@ -128,11 +129,12 @@ fn size(path: &Path) -> String {
 /// Writes `dir/README.md` and the golden pair; `hardware` says where training ran.
 pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) -> anyhow::Result<PathBuf> {
     let config: TrainConfig = read_json(&dir.join("config.json"))?;
-    write_golden(dir, data, &config)?;
+    let source = crate::data::open(data)?;
+    write_golden(dir, &*source, &config)?;
     let report: Report = read_json(&dir.join("eval/report.json"))?;
     let rows: Vec<Row> = read_json(&dir.join("check/check.json"))?;
     let mut s = String::new();
-    let data_set = data_set_name(data)?;
+    let data_set = data_set_name(&*source, data);
     writeln!(s, "# `{name}`: a Deep InfoMax encoder ({:?}) trained on {data_set}\n", config.model)?;
     // A model that stopped short of its goal says so: `STATUS.md`, written by whoever ships it,
     // goes first, marked as theirs.
@@ -165,17 +167,15 @@ pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) ->
 
 /// The data set by name rather than by the training machine's folder: CIFAR-10 when the
 /// classes are CIFAR-10's, the folder's own name otherwise.
-fn data_set_name(data: &Path) -> anyhow::Result<String> {
-    const CIFAR10: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
-    let source = crate::data::open(data)?;
+fn data_set_name(source: &dyn ImageSource, data: &Path) -> String {
     let classes = source.classes();
-    Ok(if classes.iter().map(String::as_str).eq(CIFAR10) {
+    if classes.iter().map(String::as_str).eq(crate::data::CIFAR10_CLASSES) {
         "the CIFAR-10 training set".to_string()
     } else if let Some(folder) = data.is_dir().then(|| data.file_name()).flatten() {
         format!("the image folder `{}`", folder.to_string_lossy())
     } else {
         source.describe()
-    })
+    }
 }
 
 /// The architecture, its size and files, and the int8 file's agreement with the f32 one.
@@ -299,10 +299,9 @@ fn reproduce_section(name: &str, report: &Report, rows: &[Row]) -> anyhow::Resul
     Ok(s)
 }
 
-/// The golden pair tests replay: the first validation image of `data` (32×32 RGB, HWC) as
+/// The golden pair tests replay: the first validation image of `source` (32×32 RGB, HWC) as
 /// `golden.rgb`, and the int8 encoder's y for it through tract as `golden.y.txt`.
-pub fn write_golden(dir: &Path, data: &Path, config: &TrainConfig) -> anyhow::Result<()> {
-    let source = crate::data::open(data)?;
+pub fn write_golden(dir: &Path, source: &dyn ImageSource, config: &TrainConfig) -> anyhow::Result<()> {
     let (_, val) = crate::data::split(source.len(), config.validation_size, config.seed);
     let i = *val.first().context("the data has no validation images")?;
     let rgb = source.load(i)?;
@@ -326,8 +325,9 @@ mod tests {
             std::fs::create_dir_all(cifar.join(class)).unwrap();
             image::RgbImage::new(32, 32).save(cifar.join(class).join("0.png")).unwrap();
         }
-        assert_eq!(data_set_name(&cifar).unwrap(), "the CIFAR-10 training set");
+        let name = |p: &Path| data_set_name(&*crate::data::open(p).unwrap(), p);
+        assert_eq!(name(&cifar), "the CIFAR-10 training set");
         std::fs::remove_dir_all(cifar.join("truck")).unwrap();
-        assert_eq!(data_set_name(&cifar).unwrap(), "the image folder `train`");
+        assert_eq!(name(&cifar), "the image folder `train`");
     }
 }

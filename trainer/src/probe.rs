@@ -132,3 +132,17 @@ pub fn train_probe(kind: ProbeKind, config: &ProbeConfig, train: Rows<'_>, test:
     }
     Ok(ProbeResult { accuracy: curve.last().copied().unwrap_or(0.0), curve })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Hand-computed: column 0 is 1, 2, 3 (mean 2, std √(2/3)), column 1 the constant 5, which
+    /// becomes 0; the test rows use the train statistics.
+    #[test]
+    fn standardise_uses_the_train_statistics_and_zeroes_constant_columns() {
+        let (train, test) = super::standardise(&[1.0, 5.0, 2.0, 5.0, 3.0, 5.0], &[4.0, 5.0], 2);
+        let inv = 1.0 / ((2.0f64 / 3.0).sqrt() + 1e-6);
+        let want = [-inv, 0.0, 0.0, 0.0, inv, 0.0].map(|v| v as f32);
+        assert!(train.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{train:?}");
+        assert!((test[0] - 2.0 * inv as f32).abs() < 1e-6 && test[1] == 0.0, "{test:?}");
+    }
+}

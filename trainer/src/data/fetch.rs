@@ -47,11 +47,16 @@ pub fn fetch(url: &str, file: &str, sha256: &str, dir: &Path) -> anyhow::Result<
     Ok(dest)
 }
 
-pub(crate) fn hash_file(path: &Path) -> anyhow::Result<String> {
+fn hash_file(path: &Path) -> anyhow::Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(hex(&h.finalize()))
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex (as `hash_file` gives a file's).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -43,11 +43,13 @@ const CHUNK: usize = 512;
 
 impl Teacher {
     /// The teacher of `distill` over every image of `source`: from `OUT/teacher.npy` when its
-    /// key matches, computed (and cached) otherwise.
-    pub fn open(distill: &Distill, source: &dyn ImageSource, out: &Path) -> anyhow::Result<Self> {
+    /// key matches, computed (and cached) otherwise. Extra negatives are drawn from `pool` (the
+    /// training split: validation images stay unseen).
+    pub fn open(distill: &Distill, source: &dyn ImageSource, pool: Vec<usize>, out: &Path) -> anyhow::Result<Self> {
         let path = Path::new(&distill.teacher);
-        let sha = crate::data::fetch::hash_file(path)
+        let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read the distillation teacher {}; give an ONNX file that `trainer export` wrote", path.display()))?;
+        let sha = crate::data::fetch::sha256_hex(&bytes);
         let (npy, key_path) = (out.join("teacher.npy"), out.join("teacher.json"));
         let wanted = |k: &TeacherKey| k.teacher_sha256 == sha && k.layer == distill.layer && k.images == source.len();
         let cached = read_cache(&npy, &key_path).filter(|(key, _)| wanted(key));
@@ -57,7 +59,7 @@ impl Teacher {
                 eprintln!("teacher: {} ({}, {} × {}) from {}", path.display(), distill.layer.name(), key.images, key.width, npy.display());
                 (key.width, rows)
             }
-            None => embed(path, distill.layer, source)?,
+            None => embed(&bytes, path, distill.layer, source)?,
         };
         if let Some(w) = distill.teacher_dim.filter(|&w| w != width) {
             // Checked before the cache is replaced: the run's own teacher stays cached.
@@ -70,13 +72,9 @@ impl Teacher {
         if !from_cache {
             write_cache(&npy, &key_path, &TeacherKey { teacher_sha256: sha, layer: distill.layer, images: source.len(), width }, &rows)?;
         }
-        Ok(Self { width, rows: standardise(rows, width), pool: (0..source.len()).collect() })
-    }
-
-    /// Draws extra negatives from `pool` only (the training split: validation images stay unseen).
-    pub fn with_pool(mut self, pool: Vec<usize>) -> Self {
-        self.pool = pool;
-        self
+        // The probes' standardisation: the critic's linear embedding starts on unit-scale inputs.
+        let (rows, _) = crate::probe::standardise(&rows, &[], width);
+        Ok(Self { width, rows, pool })
     }
 
     /// `k` rows drawn uniformly (with replacement) from the pool, `[k, width]`, and the `[B, k]`
@@ -102,10 +100,10 @@ impl Teacher {
     }
 }
 
-/// Embeds every image of `source` with the teacher at `path`; returns `(width, rows)`.
-fn embed(path: &Path, layer: TeacherLayer, source: &dyn ImageSource) -> anyhow::Result<(usize, Vec<f32>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let encoder = dim_runtime::Encoder::from_bytes_with_layers(&bytes, &crate::export::PROBE_LAYERS).with_context(|| {
+/// Embeds every image of `source` with the teacher (`bytes`, read from `path`); returns
+/// `(width, rows)`.
+fn embed(bytes: &[u8], path: &Path, layer: TeacherLayer, source: &dyn ImageSource) -> anyhow::Result<(usize, Vec<f32>)> {
+    let encoder = dim_runtime::Encoder::from_bytes_with_layers(bytes, &crate::export::PROBE_LAYERS).with_context(|| {
         format!("{}: cannot load it as a teacher with its probe layers (relu3, fc_relu); re-export it with `trainer export`", path.display())
     })?;
     // embed_layers returns y, then the PROBE_LAYERS in order.
@@ -161,46 +159,9 @@ fn write_cache(npy: &Path, key_path: &Path, key: &TeacherKey, rows: &[f32]) -> a
     crate::fs::write_atomic(key_path, &serde_json::to_vec_pretty(key)?)
 }
 
-/// Per-dimension standardisation; a constant dimension (a ReLU never on) becomes 0.
-fn standardise(mut rows: Vec<f32>, width: usize) -> Vec<f32> {
-    let n = (rows.len() / width.max(1)).max(1) as f64;
-    let mut mean = vec![0f64; width];
-    let mut sq = vec![0f64; width];
-    for row in rows.chunks(width) {
-        for ((m, s), &v) in mean.iter_mut().zip(&mut sq).zip(row) {
-            *m += v as f64;
-            *s += v as f64 * v as f64;
-        }
-    }
-    let stats: Vec<(f32, f32)> = mean
-        .iter()
-        .zip(&sq)
-        .map(|(m, s)| {
-            let mu = m / n;
-            let sd = (s / n - mu * mu).max(0.0).sqrt();
-            (mu as f32, if sd > 1e-6 { (1.0 / sd) as f32 } else { 0.0 })
-        })
-        .collect();
-    for row in rows.chunks_mut(width) {
-        for (v, (mu, inv)) in row.iter_mut().zip(&stats) {
-            *v = (*v - mu) * inv;
-        }
-    }
-    rows
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn standardised_columns_have_mean_0_and_std_1_and_constants_become_0() {
-        // Column 0: 1, 2, 3 (mean 2, std √(2/3)); column 1: constant 5.
-        let rows = standardise(vec![1.0, 5.0, 2.0, 5.0, 3.0, 5.0], 2);
-        let s = (1.5f32).sqrt();
-        let want = [-s, 0.0, 0.0, 0.0, s, 0.0];
-        assert!(rows.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{rows:?}");
-    }
 
     #[test]
     fn rows_are_looked_up_by_source_index() {

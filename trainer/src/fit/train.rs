@@ -180,7 +180,7 @@ fn start(config: &TrainConfig, out: &Path, resume_from: Option<&Path>, source: &
 /// the config (the critic's shape depends on it; see [`super::config::Distill::teacher_dim`]).
 fn open_teacher(config: &mut TrainConfig, source: &dyn ImageSource, train_idx: &[usize], out: &Path) -> anyhow::Result<Option<Teacher>> {
     let Some(d) = &mut config.distill else { return Ok(None) };
-    let teacher = Teacher::open(d, source, out)?.with_pool(train_idx.to_vec());
+    let teacher = Teacher::open(d, source, train_idx.to_vec(), out)?;
     d.teacher_dim = Some(teacher.width());
     config.save_json(&out.join("config.json"))?;
     Ok(Some(teacher))
