@@ -9,6 +9,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::conv_rows::update_running;
+
 /// Critic scores grouped by representation.
 #[derive(Debug, Clone)]
 pub struct Scores {
@@ -89,11 +91,7 @@ impl MiNet {
             let cov = centred.clone().transpose().matmul(centred) / n; // [C, C]
             let var = (cov.matmul(w1.clone()) * w1.clone()).sum_dim(0).reshape([width]);
             let mean = x_mean.matmul(w1.clone()).reshape([width]) + b1.clone();
-            let m = bn.momentum;
-            let running_mean = bn.running_mean.value_sync().to_device(&x.device());
-            let running_var = bn.running_var.value_sync().to_device(&x.device());
-            bn.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.clone().detach().mul_scalar(m)).detach());
-            bn.running_var.update(running_var.mul_scalar(1.0 - m).add(var.clone().detach().mul_scalar(m)).detach());
+            update_running(bn, mean.clone(), var.clone());
             (mean, var)
         } else {
             (bn.running_mean.value().to_device(&x.device()), bn.running_var.value().to_device(&x.device()))

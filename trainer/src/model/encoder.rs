@@ -8,6 +8,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::conv_rows::{Grid, batch_norm_rows, conv_rows, nchw_to_rows, rows_to_nchw};
+
 /// Encoder shape. `EncoderConfig::dim32()` and `EncoderConfig::tiny()` are the shipped ones.
 #[derive(Config, Debug)]
 pub struct EncoderConfig {
@@ -88,8 +90,11 @@ pub struct ConvBlock {
 }
 
 impl ConvBlock {
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+    /// On rows (`[B·H·W, C]`, see [`conv_rows`]): BatchNorm over rows is BatchNorm over
+    /// `(B, H, W)` per channel, the same statistics as on `[B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<2>, grid: Grid) -> (Tensor<2>, Grid) {
+        let (y, out) = conv_rows(&self.conv, x, grid);
+        (relu(batch_norm_rows(&self.bn, y)), out)
     }
 }
 
@@ -120,10 +125,14 @@ pub struct EncoderOutput {
 
 impl EncoderNet {
     pub fn forward(&self, x: Tensor<4>) -> EncoderOutput {
-        let local = self.conv2.forward(self.conv1.forward(x));
-        let conv = self.conv3.forward(local.clone());
+        let (x, grid) = nchw_to_rows(x);
+        let (h, grid) = self.conv1.forward(x, grid);
+        let (local, grid) = self.conv2.forward(h, grid);
+        let local = rows_to_nchw(local, grid);
+        let (conv, grid) = self.conv3.forward(nchw_to_rows(local.clone()).0, grid);
+        let conv = rows_to_nchw(conv, grid);
         let flat: Tensor<2> = if self.global_pool { conv.clone().mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.clone().flatten(1, 3) };
-        let fc = relu(self.fc_bn.forward(self.fc.forward(flat)));
+        let fc = relu(batch_norm_rows(&self.fc_bn, self.fc.forward(flat)));
         let y = self.y.forward(fc.clone());
         EncoderOutput { local, conv, fc, y }
     }

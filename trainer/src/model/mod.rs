@@ -1,5 +1,6 @@
 //! The DIM model: an encoder and the critics that train it.
 
+pub mod conv_rows;
 pub mod critic;
 pub mod encoder;
 
