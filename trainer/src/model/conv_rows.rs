@@ -173,7 +173,8 @@ mod tests {
             // A weighting of the output so the gradient differs per element.
             let want = conv.forward(x.clone());
             let wdims = want.dims();
-            let m: Tensor<4> = Tensor::from_data(TensorData::new((0..wdims.iter().product::<usize>()).map(|i| (i % 13) as f32 - 6.0).collect::<Vec<f32>>(), wdims), &device);
+            let m: Tensor<4> =
+                Tensor::from_data(TensorData::new((0..wdims.iter().product::<usize>()).map(|i| (i % 13) as f32 - 6.0).collect::<Vec<f32>>(), wdims), &device);
             let (rows, grid) = nchw_to_rows(x.clone());
             let (y, out) = conv_rows(&conv, rows, grid);
             let got = rows_to_nchw(y, out);
