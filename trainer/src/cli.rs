@@ -195,6 +195,11 @@ pub struct FitArgs {
     /// Skip unreadable images with a warning instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Run the convolutions', fc's and the local critic's products in bf16 with f32
+    /// accumulation, as PyTorch's autocast does (cpu backend; ~18 % faster for dim32 at W=512 on
+    /// an AVX512-BF16 CPU; losses differ from f32 at bf16's precision).
+    #[arg(long)]
+    pub bf16: bool,
     /// Write a checkpoint every N steps too (default: at epoch ends only).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
@@ -248,6 +253,9 @@ pub struct BenchArgs {
     /// Also print the time of each phase of the step, its GFLOP and the fraction of the FP32 peak.
     #[arg(long)]
     pub breakdown: bool,
+    /// The largest products in bf16 (as `fit --bf16`).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 #[derive(Subcommand)]
@@ -467,6 +475,7 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     }
     c.augment.hflip |= a.hflip;
     c.skip_bad |= a.skip_bad;
+    c.bf16 |= a.bf16;
     if let Some(t) = &a.teacher {
         let t = t.to_string_lossy().into_owned();
         let d = c.distill.get_or_insert_with(|| Distill::from_teacher(t.clone()));

@@ -58,8 +58,14 @@ fn main() -> anyhow::Result<()> {
                 .with_critic_width(b.critic_width)
                 .with_batch_size(b.batch_size)
                 .with_backend(b.backend)
-                .with_gamma(b.gamma);
-            eprintln!("bench: {:?}, encode-and-dot critic W={}, batch {}, {} steps after {} warm-up", b.model, b.critic_width, b.batch_size, b.steps, b.warmup);
+                .with_gamma(b.gamma)
+                .with_bf16(b.bf16);
+            config.validate()?;
+            let precision = if b.bf16 { ", bf16 products" } else { "" };
+            eprintln!(
+                "bench: {:?}, encode-and-dot critic W={}, batch {}{precision}, {} steps after {} warm-up",
+                b.model, b.critic_width, b.batch_size, b.steps, b.warmup
+            );
             if let Some(data) = &b.data {
                 let config = config.with_data(Some(data.to_string_lossy().into_owned()));
                 println!("{:.1} img/s", bench::run_data(&config, b.warmup, b.steps)?);

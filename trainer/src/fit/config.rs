@@ -173,6 +173,10 @@ pub struct TrainConfig {
     /// Distil a teacher encoder into this one (`[distill]`; none by default).
     #[config(default = "None")]
     pub distill: Option<Distill>,
+    /// The largest matrix products in bf16 with f32 accumulation, as PyTorch's autocast does
+    /// (CPU backend only; AVX512-BF16 where the CPU has it).
+    #[config(default = false)]
+    pub bf16: bool,
 }
 
 impl TrainConfig {
@@ -186,6 +190,7 @@ impl TrainConfig {
     pub fn model_config(&self) -> DimModelConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
             .with_distill(self.distill.as_ref().and_then(|d| Some((d.teacher_dim?, d.width, d.temperature))))
+            .with_bf16_products(self.bf16)
     }
 
     /// The distillation weight δ (0 without a teacher).
@@ -231,6 +236,9 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.bf16 && self.backend != BackendKind::Cpu {
+            bail!("bf16 products run on the cpu backend only (this run uses {:?}); drop --bf16", self.backend);
+        }
         if self.batch_size < 2 {
             bail!("batch size {} is too small: DIM draws negatives from the other images of a batch (use ≥ 2, the paper uses 64)", self.batch_size);
         }
@@ -284,5 +292,14 @@ mod tests {
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("temperature"));
         let err = format!("{:#}", TrainConfig::new().overlay("[distill]\nweight = 1\n", true, "c.toml").unwrap_err());
         assert!(err.contains("c.toml"), "a table without its teacher is named: {err}");
+    }
+
+    #[test]
+    fn bf16_is_read_from_a_config_reaches_the_model_and_needs_the_cpu_backend() {
+        let c = TrainConfig::new().overlay("bf16 = true\n", true, "c.toml").unwrap();
+        assert!(c.bf16 && c.model_config().bf16_products && c.validate().is_ok());
+        assert!(!TrainConfig::new().model_config().bf16_products, "off by default");
+        let err = format!("{:#}", c.with_backend(BackendKind::Wgpu).validate().unwrap_err());
+        assert!(err.contains("cpu backend") && err.contains("--bf16"), "{err}");
     }
 }

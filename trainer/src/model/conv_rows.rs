@@ -70,8 +70,9 @@ pub fn gather_indices(grid: Grid, kernel: usize) -> Vec<i64> {
     idx
 }
 
-/// `conv` (stride 2, padding 1) on rows `x` (`[grid.rows(), C_in]`): rows `[out.rows(), C_out]`.
-pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid) -> (Tensor<2>, Grid) {
+/// `conv` (stride 2, padding 1) on rows `x` (`[grid.rows(), C_in]`): rows `[out.rows(), C_out]`;
+/// the product in bf16 when `bf16`.
+pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid, bf16: bool) -> (Tensor<2>, Grid) {
     let [c_out, c_in, kernel, _] = conv.weight.dims();
     let device = x.device();
     let out = grid.after_conv(kernel);
@@ -82,7 +83,7 @@ pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid) -> (Tensor<2>, Grid) {
     let cols = padded.select(0, idx).reshape([out.rows(), kernel * kernel * c_in]);
     // [C_out, C_in, kh, kw] → [kh, kw, C_in, C_out]: the cols' order (tap-major, then channel).
     let w = conv.weight.val().permute([2, 3, 1, 0]).reshape([kernel * kernel * c_in, c_out]);
-    let mut y = cols.matmul(w);
+    let mut y = super::product(cols, w, bf16);
     if let Some(bias) = &conv.bias {
         y = y + bias.val().unsqueeze_dim(0);
     }
@@ -176,7 +177,7 @@ mod tests {
             let m: Tensor<4> =
                 Tensor::from_data(TensorData::new((0..wdims.iter().product::<usize>()).map(|i| (i % 13) as f32 - 6.0).collect::<Vec<f32>>(), wdims), &device);
             let (rows, grid) = nchw_to_rows(x.clone());
-            let (y, out) = conv_rows(&conv, rows, grid);
+            let (y, out) = conv_rows(&conv, rows, grid, false);
             let got = rows_to_nchw(y, out);
             assert_eq!(got.dims(), wdims);
             let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
@@ -201,7 +202,13 @@ mod tests {
     #[test]
     fn batch_norm_rows_matches_batchnorm() {
         use burn::nn::BatchNormConfig;
-        use burn::tensor::Distribution;
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        // From a host RNG: the device's RNG is shared with other tests.
+        let random = |dims: [usize; 4], mean: f32, std: f32, seed: u64, device: &Device| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let n = dims.iter().product::<usize>();
+            Tensor::<4>::from_data(TensorData::new((0..n).map(|_| mean + std * (rng.random::<f32>() * 2.0 - 1.0) * 1.7).collect::<Vec<f32>>(), dims), device)
+        };
         let d = Device::flex().autodiff();
         let (ours, theirs) = (BatchNormConfig::new(6).init(&d), BatchNormConfig::new(6).init(&d));
         let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
@@ -210,9 +217,8 @@ mod tests {
             }
         };
         for seed in [3, 4] {
-            d.seed(seed);
-            let x = Tensor::<4>::random([3, 6, 4, 5], Distribution::Normal(2.0, 3.0), &d).require_grad();
-            let m = Tensor::<4>::random([3, 6, 4, 5], Distribution::Normal(0.0, 1.0), &d);
+            let x = random([3, 6, 4, 5], 2.0, 3.0, seed, &d).require_grad();
+            let m = random([3, 6, 4, 5], 0.0, 1.0, seed + 10, &d);
             let want = theirs.forward(x.clone());
             let (rows, grid) = nchw_to_rows(x.clone());
             let got = rows_to_nchw(batch_norm_rows(&ours, rows), grid);
@@ -225,7 +231,7 @@ mod tests {
         close(values(ours.running_mean.value()), values(theirs.running_mean.value()), "running mean");
         close(values(ours.running_var.value()), values(theirs.running_var.value()), "running var");
         let plain = Device::flex();
-        let x = Tensor::<4>::random([2, 6, 3, 3], Distribution::Normal(1.0, 2.0), &plain);
+        let x = random([2, 6, 3, 3], 1.0, 2.0, 7, &plain);
         let (ours, theirs) = (ours.valid(), theirs.valid());
         let (rows, grid) = nchw_to_rows(x.clone());
         close(values(rows_to_nchw(batch_norm_rows(&ours, rows), grid)), values(theirs.forward(x)), "inference");

@@ -79,7 +79,7 @@ impl MiNet {
     /// it was most of the critic's time, as `C` (128) is far below `W` (2048). Training mode (an
     /// autodiff device, the layer not frozen) uses the batch statistics and updates the running
     /// ones exactly as `BatchNorm::forward` does; otherwise the running statistics are folded.
-    pub fn hidden_folded(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn hidden_folded(&self, x: Tensor<2>, bf16: bool) -> Tensor<2> {
         let bn = &self.bn;
         let w1 = self.block1.weight.val(); // [C, W]
         let width = w1.dims()[1];
@@ -98,7 +98,7 @@ impl MiNet {
         };
         let a = bn.gamma.val() / (var + bn.epsilon).sqrt(); // [W]
         let shift = (b1 - mean) * a.clone() + bn.beta.val();
-        relu(x.matmul(w1 * a.reshape([1, width])) + shift.reshape([1, width]))
+        relu(super::product(x, w1 * a.reshape([1, width]), bf16) + shift.reshape([1, width]))
     }
 }
 
@@ -106,11 +106,14 @@ impl MiNet {
 pub struct EncodeDotCritic {
     pub local: MiNet,
     pub global: MiNet,
+    /// The two large products of [`Self::scores`] in bf16 (set by `DimModelConfig`).
+    #[module(skip)]
+    pub bf16_products: bool,
 }
 
 impl EncodeDotCritic {
     pub fn new(local_channels: usize, y_dim: usize, width: usize, device: &Device) -> Self {
-        Self { local: MiNet::new(local_channels, width, device), global: MiNet::new(y_dim, width, device) }
+        Self { local: MiNet::new(local_channels, width, device), global: MiNet::new(y_dim, width, device), bf16_products: false }
     }
     /// Scores of every (Y, image location) pair: `s = g · lᵀ`, `g = global(Y)`, `l = local(rows)`.
     ///
@@ -125,10 +128,10 @@ impl EncodeDotCritic {
         let rows = local_rows(local);
         let g = self.global.forward(y); // [B, W]
         let net = &self.local;
-        let hidden = net.hidden_folded(rows.clone()); // [B·hw, W]
+        let hidden = net.hidden_folded(rows.clone(), self.bf16_products); // [B·hw, W]
         let g_w2 = g.clone().matmul(net.block2.weight.val().transpose()); // [B, W]
         let g_ws = g.clone().matmul(net.shortcut.weight.val().transpose()); // [B, C]
-        let mut s = g_w2.matmul(hidden.transpose()) + g_ws.matmul(rows.transpose()); // [B, B·hw]
+        let mut s = super::product(g_w2, hidden.transpose(), self.bf16_products) + g_ws.matmul(rows.transpose()); // [B, B·hw]
         let bias = [&net.block2.bias, &net.shortcut.bias].into_iter().flatten().map(|p| p.val()).reduce(|a, b| a + b);
         if let Some(bias) = bias {
             let width = bias.dims()[0];
@@ -464,7 +467,7 @@ mod tests {
         let var = (z.clone() - mean.clone()).powi_scalar(2).mean_dim(0);
         let bn = &net.bn;
         let want = relu((z - mean.clone()) / (var.clone() + bn.epsilon).sqrt() * bn.gamma.val().reshape([1, 40]) + bn.beta.val().reshape([1, 40]));
-        assert!(rel_diff(&values(net.hidden_folded(x.clone())), &values(want)) <= 1e-5);
+        assert!(rel_diff(&values(net.hidden_folded(x.clone(), false)), &values(want)) <= 1e-5);
         let m = bn.momentum as f32;
         let running_mean: Vec<f32> = values(mean).iter().map(|v| m * v).collect(); // from 0
         let running_var: Vec<f32> = values(var).iter().map(|v| (1.0 - m) + m * v).collect(); // from 1
@@ -473,7 +476,7 @@ mod tests {
         // Off autodiff: the running statistics, as BatchNorm's inference path.
         let (net, x) = (net.valid(), x.inner());
         let want = values(relu(net.bn.forward(net.block1.forward(x.clone()))));
-        assert!(rel_diff(&values(net.hidden_folded(x)), &want) <= 1e-5);
+        assert!(rel_diff(&values(net.hidden_folded(x, false)), &want) <= 1e-5);
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl EncoderConfig {
             fc_bn: BatchNormConfig::new(self.fc).init(device),
             y: LinearConfig::new(self.fc, self.y_dim).init(device),
             global_pool: self.global_pool,
+            bf16_products: false,
         }
     }
 }
@@ -92,8 +93,8 @@ pub struct ConvBlock {
 impl ConvBlock {
     /// On rows (`[B·H·W, C]`, see [`conv_rows`]): BatchNorm over rows is BatchNorm over
     /// `(B, H, W)` per channel, the same statistics as on `[B, C, H, W]`.
-    pub fn forward(&self, x: Tensor<2>, grid: Grid) -> (Tensor<2>, Grid) {
-        let (y, out) = conv_rows(&self.conv, x, grid);
+    pub fn forward(&self, x: Tensor<2>, grid: Grid, bf16: bool) -> (Tensor<2>, Grid) {
+        let (y, out) = conv_rows(&self.conv, x, grid, bf16);
         (relu(batch_norm_rows(&self.bn, y)), out)
     }
 }
@@ -108,6 +109,9 @@ pub struct EncoderNet {
     pub y: Linear,
     #[module(skip)]
     pub global_pool: bool,
+    /// The convolutions' and fc's products in bf16 (set by `DimModelConfig`; off by default).
+    #[module(skip)]
+    pub bf16_products: bool,
 }
 
 /// Every layer a probe, critic or exporter may want.
@@ -126,13 +130,20 @@ pub struct EncoderOutput {
 impl EncoderNet {
     pub fn forward(&self, x: Tensor<4>) -> EncoderOutput {
         let (x, grid) = nchw_to_rows(x);
-        let (h, grid) = self.conv1.forward(x, grid);
-        let (local, grid) = self.conv2.forward(h, grid);
+        let bf16 = self.bf16_products;
+        let (h, grid) = self.conv1.forward(x, grid, bf16);
+        let (local, grid) = self.conv2.forward(h, grid, bf16);
         let local = rows_to_nchw(local, grid);
-        let (conv, grid) = self.conv3.forward(nchw_to_rows(local.clone()).0, grid);
+        let (conv, grid) = self.conv3.forward(nchw_to_rows(local.clone()).0, grid, bf16);
         let conv = rows_to_nchw(conv, grid);
         let flat: Tensor<2> = if self.global_pool { conv.clone().mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.clone().flatten(1, 3) };
-        let fc = relu(batch_norm_rows(&self.fc_bn, self.fc.forward(flat)));
+        let fc_bias = self.fc.bias.as_ref().map(|b| b.val().unsqueeze_dim(0));
+        let fc_pre = super::product(flat, self.fc.weight.val(), bf16);
+        let fc_pre = match fc_bias {
+            Some(b) => fc_pre + b,
+            None => fc_pre,
+        };
+        let fc = relu(batch_norm_rows(&self.fc_bn, fc_pre));
         let y = self.y.forward(fc.clone());
         EncoderOutput { local, conv, fc, y }
     }

@@ -1,7 +1,13 @@
 //! The DIM model: an encoder and the critics that train it.
 
+pub mod bf16;
 pub mod conv_rows;
 pub mod critic;
+
+/// `a · b`, with the operands rounded to bf16 when `bf16` ([`bf16::matmul_bf16`]).
+pub fn product(a: Tensor<2>, b: Tensor<2>, bf16: bool) -> Tensor<2> {
+    if bf16 { bf16::matmul_bf16(a, b) } else { a.matmul(b) }
+}
 pub mod encoder;
 
 use burn::prelude::*;
@@ -32,17 +38,33 @@ pub struct DimModelConfig {
     /// The distillation critic: `(teacher width, embedding width W, temperature τ)`.
     #[config(default = "None")]
     pub distill: Option<(usize, usize, f64)>,
+    /// The encoder's and the local critic's large products in bf16 (CPU only; `fit --bf16`).
+    #[config(default = false)]
+    pub bf16_products: bool,
 }
 
 impl DimModelConfig {
     pub fn init(&self, device: &Device) -> DimModel {
         let local_channels = self.encoder.channels[1];
         let y = self.encoder.y_dim;
-        DimModel {
+        let mut model = DimModel {
             encoder: self.encoder.init(device),
             local: self.with_local.then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
             global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
             distill: self.distill.map(|(t, w, tau)| DistillCritic::new(y, t, w, tau, device)),
+        };
+        model.set_bf16_products(self.bf16_products);
+        model
+    }
+}
+
+impl DimModel {
+    /// Runs the encoder's and the encode-and-dot critic's large products in bf16 or in f32.
+    /// Not part of a checkpoint: the run's config says it.
+    pub fn set_bf16_products(&mut self, on: bool) {
+        self.encoder.bf16_products = on;
+        if let Some(LocalCritic::EncodeDot(critic)) = &mut self.local {
+            critic.bf16_products = on;
         }
     }
 }

@@ -1,0 +1,159 @@
+//! Matrix products in bf16 on the CPU (AVX512-BF16 through `gemmkit`), as a burn backend extension.
+//!
+//! burn 0.22's Flex backend multiplies bf16 tensors by converting them to f32. PyTorch's autocast
+//! runs `vdpbf16ps` instead (two bf16 products per f32 lane, f32 accumulation), which on this
+//! project's CPU gives 266–380 GFLOP/s on the training step's products against 180–222 for f32
+//! (`benches/gemm_kernels.rs`). [`matmul_bf16`] is the same idea for one product: f32 tensors in
+//! and out, each operand rounded to bf16, the sum accumulated in f32; its gradients are bf16
+//! products too (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`), as under autocast. Flex only; elsewhere (or on a
+//! CPU without AVX512-BF16, where `gemmkit` widens to f32 itself) it is still correct.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::prelude::*;
+use burn_flex::{FlexTensor, Layout};
+use half::bf16;
+use rayon::prelude::*;
+
+/// Products in bf16 with f32 accumulation.
+#[backend_extension(Flex, Autodiff)]
+pub trait Bf16Products: Backend {
+    /// `lhs · rhs` for 2-D f32 tensors, the operands rounded to bf16.
+    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `a · b` (`[m, k]` by `[k, n]`) with the operands rounded to bf16 and f32 accumulation.
+pub fn matmul_bf16(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as Bf16Products>::matmul_bf16(a.into_dispatch(), b.into_dispatch()))
+}
+
+/// A 2-D f32 view as bf16: the elements it spans converted (in parallel), with its strides.
+struct Bf16View {
+    data: Vec<bf16>,
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl Bf16View {
+    fn of(t: &FlexTensor) -> Self {
+        let dims = t.layout().shape().to_vec();
+        assert_eq!(dims.len(), 2, "matmul_bf16 takes 2-D tensors, got {dims:?}");
+        let strides = t.layout().strides();
+        // A flipped view (negative strides) is made contiguous first; any other view converts the
+        // span of its buffer it reads and keeps its strides (a transposed operand costs no copy).
+        if strides.iter().any(|&s| s < 0) {
+            return Self::of(&t.to_contiguous());
+        }
+        let (rows, cols) = (dims[0], dims[1]);
+        let (rs, cs) = (strides[0] as usize, strides[1] as usize);
+        let extent = if rows * cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
+        let start = t.layout().start_offset();
+        let src = &t.storage::<f32>()[start..start + extent];
+        let mut data = vec![bf16::ZERO; extent];
+        data.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16::from_f32(*s)));
+        Self { data, rows, cols, row_stride: rs as isize, col_stride: cs as isize }
+    }
+    fn matref(&self) -> gemmkit::MatRef<'_, bf16> {
+        gemmkit::MatRef::new(&self.data, self.rows, self.cols, self.row_stride, self.col_stride)
+    }
+}
+
+impl Bf16Products for Flex {
+    fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        let (a, b) = (Bf16View::of(&lhs), Bf16View::of(&rhs));
+        assert_eq!(a.cols, b.rows, "matmul_bf16: [{}, {}] · [{}, {}]", a.rows, a.cols, b.rows, b.cols);
+        let (m, n) = (a.rows, b.cols);
+        let mut out = vec![bf16::ZERO; m * n];
+        gemmkit::gemm(bf16::ONE, a.matref(), b.matref(), bf16::ZERO, gemmkit::MatMut::from_row_major(&mut out, m, n), gemmkit::Parallelism::Rayon(0));
+        let mut wide = vec![0f32; m * n];
+        wide.par_chunks_mut(1 << 16).zip(out.par_chunks(1 << 16)).for_each(|(w, o)| w.iter_mut().zip(o).for_each(|(w, o)| *w = o.to_f32()));
+        FlexTensor::new(burn::tensor::Bytes::from_elems(wide), Layout::contiguous([m, n].into()), burn::tensor::DType::F32)
+    }
+}
+
+impl<B: Backend + Bf16Products, C: CheckpointStrategy> Bf16Products for Autodiff<B, C> {
+    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MatmulBf16;
+
+        impl<B: Backend + Bf16Products> Backward<B, 2> for MatmulBf16 {
+            type State = (Option<NodeId>, Option<NodeId>);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let (lhs, rhs) = ops.state;
+                let lhs: Option<FloatTensor<B>> = lhs.map(|id| checkpointer.retrieve_node_output(id));
+                let rhs: Option<FloatTensor<B>> = rhs.map(|id| checkpointer.retrieve_node_output(id));
+                binary::<B, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |grad| B::matmul_bf16(grad, B::float_transpose(rhs.expect("rhs kept for the lhs gradient"))),
+                    |grad| B::matmul_bf16(B::float_transpose(lhs.expect("lhs kept for the rhs gradient")), grad),
+                );
+            }
+        }
+
+        let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
+        match MatmulBf16.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                // Each gradient needs the other operand.
+                let lhs_state = rhs_tracked.then(|| prep.checkpoint(&lhs));
+                let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
+                prep.finish((lhs_state, rhs_state), B::matmul_bf16(lhs.into_primitive(), rhs.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_bf16(lhs.into_primitive(), rhs.into_primitive())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use rand_distr::StandardNormal;
+
+    /// Unit-normal `[r, c]` from a host RNG (the device's RNG is shared with other tests).
+    fn normal(r: usize, c: usize, seed: u64, device: &Device) -> Tensor<2> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Tensor::from_data(TensorData::new((0..r * c).map(|_| rng.sample::<f32, _>(StandardNormal)).collect::<Vec<f32>>(), [r, c]), device)
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Values and both gradients against the f32 product, within bf16's rounding: each operand
+    /// and the result carry a relative error up to 2⁻⁸ (bf16 keeps 8 significant bits), so an
+    /// entry that sums k products of unit-variance values is off by about 2⁻⁸·(√k + |entry|);
+    /// the bound is 3× that. A transposed operand in the wrong order would miss it by far.
+    #[test]
+    fn bf16_product_matches_f32_within_bf16_rounding() {
+        let d = Device::flex().autodiff();
+        let (m, k, n) = (37, 256, 19);
+        let (a, b, w) = (normal(m, k, 1, &d).require_grad(), normal(k, n, 2, &d).require_grad(), normal(m, n, 3, &d));
+        let (got, want) = (matmul_bf16(a.clone(), b.clone()), a.clone().matmul(b.clone()));
+        let close = |x: Vec<f32>, y: Vec<f32>, k: usize, what: &str| {
+            assert_eq!(x.len(), y.len());
+            for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+                let tol = 3.0 * ((k as f32).sqrt() + q.abs()) / 256.0;
+                assert!((p - q).abs() <= tol, "{what}[{i}]: {p} vs {q} (tolerance {tol})");
+            }
+            assert!(x.iter().zip(&y).any(|(p, q)| p != q), "{what}: identical to f32 — not a bf16 product");
+        };
+        close(values(got.clone()), values(want.clone()), k, "product");
+        let (gg, gw) = ((got * w.clone()).sum().backward(), (want * w).sum().backward());
+        close(values(a.grad(&gg).unwrap()), values(a.grad(&gw).unwrap()), n, "lhs gradient");
+        close(values(b.grad(&gg).unwrap()), values(b.grad(&gw).unwrap()), m, "rhs gradient");
+        // A transposed (strided) operand and a plain device.
+        let p = Device::flex();
+        let (x, y) = (normal(k, m, 4, &p), normal(k, n, 5, &p));
+        close(values(matmul_bf16(x.clone().transpose(), y.clone())), values(x.transpose().matmul(y)), k, "strided");
+    }
+}
