@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use super::conv_rows::update_running;
+use super::conv_rows::{nchw_to_rows, update_running};
 
 /// Critic scores grouped by representation.
 #[derive(Debug, Clone)]
@@ -152,8 +152,7 @@ impl EncodeDotCritic {
 
 /// A local map `[B, C, H, W]` as rows ordered (image, location): `[B·H·W, C]`.
 fn local_rows(local: Tensor<4>) -> Tensor<2> {
-    let [b, c, h, w] = local.dims();
-    local.permute([0, 2, 3, 1]).reshape([b * h * w, c])
+    nchw_to_rows(local).0
 }
 
 #[derive(Module, Debug)]

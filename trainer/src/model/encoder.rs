@@ -132,9 +132,9 @@ impl EncoderNet {
         let (x, grid) = nchw_to_rows(x);
         let bf16 = self.bf16_products;
         let (h, grid) = self.conv1.forward(x, grid, bf16);
-        let (local, grid) = self.conv2.forward(h, grid, bf16);
-        let local = rows_to_nchw(local, grid);
-        let (conv, grid) = self.conv3.forward(nchw_to_rows(local.clone()).0, grid, bf16);
+        let (local_rows, grid) = self.conv2.forward(h, grid, bf16);
+        let local = rows_to_nchw(local_rows.clone(), grid);
+        let (conv, grid) = self.conv3.forward(local_rows, grid, bf16);
         let conv = rows_to_nchw(conv, grid);
         let flat: Tensor<2> = if self.global_pool { conv.clone().mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.clone().flatten(1, 3) };
         let fc_bias = self.fc.bias.as_ref().map(|b| b.val().unsqueeze_dim(0));
