@@ -56,8 +56,8 @@ impl Bf16View {
         let extent = if rows * cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
         let start = t.layout().start_offset();
         let src = &t.storage::<f32>()[start..start + extent];
-        let mut data = vec![bf16::ZERO; extent];
-        data.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16::from_f32(*s)));
+        // Collected, not zero-filled and then written: the zeroing was a third of the conversion.
+        let data = src.par_iter().map(|s| bf16::from_f32(*s)).collect();
         Self { data, rows, cols, row_stride: rs as isize, col_stride: cs as isize }
     }
     fn matref(&self) -> gemmkit::MatRef<'_, bf16> {
@@ -72,8 +72,7 @@ impl Bf16Products for Flex {
         let (m, n) = (a.rows, b.cols);
         let mut out = vec![bf16::ZERO; m * n];
         gemmkit::gemm(bf16::ONE, a.matref(), b.matref(), bf16::ZERO, gemmkit::MatMut::from_row_major(&mut out, m, n), gemmkit::Parallelism::Rayon(0));
-        let mut wide = vec![0f32; m * n];
-        wide.par_chunks_mut(1 << 16).zip(out.par_chunks(1 << 16)).for_each(|(w, o)| w.iter_mut().zip(o).for_each(|(w, o)| *w = o.to_f32()));
+        let wide: Vec<f32> = out.par_iter().map(|o| o.to_f32()).collect();
         FlexTensor::new(burn::tensor::Bytes::from_elems(wide), Layout::contiguous([m, n].into()), burn::tensor::DType::F32)
     }
 }
