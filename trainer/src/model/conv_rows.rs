@@ -81,8 +81,11 @@ pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid, bf16: bool) -> (Tensor
     let n = idx.len();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
     let cols = padded.select(0, idx).reshape([out.rows(), kernel * kernel * c_in]);
-    // [C_out, C_in, kh, kw] → [kh, kw, C_in, C_out]: the cols' order (tap-major, then channel).
-    let w = conv.weight.val().permute([2, 3, 1, 0]).reshape([kernel * kernel * c_in, c_out]);
+    // [C_out, C_in, kh, kw] → [k²·C_in, C_out] in the cols' order (tap-major, then channel): a
+    // batched transpose to [C_out, k², C_in] (which burn copies tile by tile, and the weight's
+    // gradient back) viewed transposed (a stride, no copy). One 4-D permutation instead fell to
+    // burn's element-by-element strided copy, forward and for the gradient (2 % of a step).
+    let w = conv.weight.val().reshape([c_out, c_in, kernel * kernel]).swap_dims(1, 2).reshape([c_out, kernel * kernel * c_in]).transpose();
     let mut y = super::product(cols, w, bf16);
     if let Some(bias) = &conv.bias {
         y = y + bias.val().unsqueeze_dim(0);
