@@ -86,7 +86,11 @@ impl Optimizer for FusedAdam {
         // Chunks with a plain loop inside, so that the loop is vectorised (a parallel iterator over
         // single elements called a closure per element: scalar `sqrtss`, 16 % of a dim32 step).
         let k = Constants { b1, b2, f1, f2, combined, eps, lr };
-        p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(|(((p, m), v), g)| k.update(p, m, v, g));
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| k.update(p, m, v, g));
         let back = |x: Vec<f32>| Tensor::<1>::from_data(TensorData::new(x, [n]), &device).reshape(shape.clone());
         let momentum = AdaptiveMomentumState::new(time, back(m), back(v));
         (back(p), Some(AdamState::new(momentum)))

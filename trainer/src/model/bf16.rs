@@ -8,11 +8,11 @@
 //! products too (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`), as under autocast. Flex only; elsewhere (or on a
 //! CPU without AVX512-BF16, where `gemmkit` widens to f32 itself) it is still correct.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
-use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
@@ -23,8 +23,12 @@ use rayon::prelude::*;
 /// Products in bf16 with f32 accumulation.
 #[backend_extension(Flex, Autodiff)]
 pub trait Bf16Products: Backend {
-    /// `lhs · rhs` for 2-D f32 tensors, the operands rounded to bf16.
+    /// `lhs · rhs` for 2-D tensors (f32, or bf16 from [`Self::narrow_bf16`]), f32 operands
+    /// rounded to bf16; the result is f32.
     fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// A 2-D f32 tensor rounded to bf16, as the same view (its strides kept): an operand that
+    /// several products read is converted once. Not differentiable (it only feeds products).
+    fn narrow_bf16(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// `a · b` (`[m, k]` by `[k, n]`) with the operands rounded to bf16 and f32 accumulation.
@@ -32,48 +36,51 @@ pub fn matmul_bf16(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as Bf16Products>::matmul_bf16(a.into_dispatch(), b.into_dispatch()))
 }
 
-/// A 2-D f32 view as bf16: the elements it spans converted (in parallel), with its strides.
-struct Bf16View {
-    data: Vec<bf16>,
-    rows: usize,
-    cols: usize,
-    row_stride: isize,
-    col_stride: isize,
+/// Elements per parallel conversion task.
+const CHUNK: usize = 1 << 16;
+
+/// The bf16 copy of a 2-D f32 view: the span of its buffer that it reads, converted in parallel,
+/// with the view's strides (a transposed operand costs no copy).
+fn narrow(t: &FlexTensor) -> FlexTensor {
+    let dims = t.layout().shape().to_vec();
+    assert_eq!(dims.len(), 2, "bf16 products take 2-D tensors, got {dims:?}");
+    if t.dtype() == burn::tensor::DType::BF16 {
+        return t.clone();
+    }
+    let strides = t.layout().strides().to_vec();
+    // A flipped view (negative strides) is made contiguous first.
+    if strides.iter().any(|&s| s < 0) {
+        return narrow(&t.to_contiguous());
+    }
+    let (rows, cols) = (dims[0], dims[1]);
+    let extent = if rows * cols == 0 { 0 } else { (rows - 1) * strides[0] as usize + (cols - 1) * strides[1] as usize + 1 };
+    let start = t.layout().start_offset();
+    let src = &t.storage::<f32>()[start..start + extent];
+    // Collected, not zero-filled and then written: the zeroing was a third of the conversion.
+    let data: Vec<bf16> = src.par_iter().with_min_len(CHUNK).map(|s| bf16::from_f32(*s)).collect();
+    FlexTensor::new(burn::tensor::Bytes::from_elems(data), Layout::new(dims.into(), strides, 0), burn::tensor::DType::BF16)
 }
 
-impl Bf16View {
-    fn of(t: &FlexTensor) -> Self {
-        let dims = t.layout().shape().to_vec();
-        assert_eq!(dims.len(), 2, "matmul_bf16 takes 2-D tensors, got {dims:?}");
-        let strides = t.layout().strides();
-        // A flipped view (negative strides) is made contiguous first; any other view converts the
-        // span of its buffer it reads and keeps its strides (a transposed operand costs no copy).
-        if strides.iter().any(|&s| s < 0) {
-            return Self::of(&t.to_contiguous());
-        }
-        let (rows, cols) = (dims[0], dims[1]);
-        let (rs, cs) = (strides[0] as usize, strides[1] as usize);
-        let extent = if rows * cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
-        let start = t.layout().start_offset();
-        let src = &t.storage::<f32>()[start..start + extent];
-        // Collected, not zero-filled and then written: the zeroing was a third of the conversion.
-        let data = src.par_iter().map(|s| bf16::from_f32(*s)).collect();
-        Self { data, rows, cols, row_stride: rs as isize, col_stride: cs as isize }
-    }
-    fn matref(&self) -> gemmkit::MatRef<'_, bf16> {
-        gemmkit::MatRef::new(&self.data, self.rows, self.cols, self.row_stride, self.col_stride)
-    }
+/// A bf16 2-D view as `gemmkit` reads it.
+fn matref(t: &FlexTensor) -> gemmkit::MatRef<'_, bf16> {
+    let (dims, strides) = (t.layout().shape(), t.layout().strides());
+    let data = &t.storage::<bf16>()[t.layout().start_offset()..];
+    gemmkit::MatRef::new(data, dims[0], dims[1], strides[0], strides[1])
 }
 
 impl Bf16Products for Flex {
     fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
-        let (a, b) = (Bf16View::of(&lhs), Bf16View::of(&rhs));
-        assert_eq!(a.cols, b.rows, "matmul_bf16: [{}, {}] · [{}, {}]", a.rows, a.cols, b.rows, b.cols);
-        let (m, n) = (a.rows, b.cols);
+        let (a, b) = (narrow(&lhs), narrow(&rhs));
+        let ([m, k], [k2, n]) = ([a.layout().shape()[0], a.layout().shape()[1]], [b.layout().shape()[0], b.layout().shape()[1]]);
+        assert_eq!(k, k2, "matmul_bf16: [{m}, {k}] · [{k2}, {n}]");
         let mut out = vec![bf16::ZERO; m * n];
-        gemmkit::gemm(bf16::ONE, a.matref(), b.matref(), bf16::ZERO, gemmkit::MatMut::from_row_major(&mut out, m, n), gemmkit::Parallelism::Rayon(0));
-        let wide: Vec<f32> = out.par_iter().map(|o| o.to_f32()).collect();
+        gemmkit::gemm(bf16::ONE, matref(&a), matref(&b), bf16::ZERO, gemmkit::MatMut::from_row_major(&mut out, m, n), gemmkit::Parallelism::Rayon(0));
+        let wide: Vec<f32> = out.par_iter().with_min_len(CHUNK).map(|o| o.to_f32()).collect();
         FlexTensor::new(burn::tensor::Bytes::from_elems(wide), Layout::contiguous([m, n].into()), burn::tensor::DType::F32)
+    }
+
+    fn narrow_bf16(tensor: FlexTensor) -> FlexTensor {
+        narrow(&tensor)
     }
 }
 
@@ -83,32 +90,41 @@ impl<B: Backend + Bf16Products, C: CheckpointStrategy> Bf16Products for Autodiff
         struct MatmulBf16;
 
         impl<B: Backend + Bf16Products> Backward<B, 2> for MatmulBf16 {
-            type State = (Option<NodeId>, Option<NodeId>);
+            /// The operands in bf16, as the forward product read them: the left one for the right
+            /// one's gradient and the other way round (each kept only when that gradient is needed).
+            type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
 
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
                 let (lhs, rhs) = ops.state;
-                let lhs: Option<FloatTensor<B>> = lhs.map(|id| checkpointer.retrieve_node_output(id));
-                let rhs: Option<FloatTensor<B>> = rhs.map(|id| checkpointer.retrieve_node_output(id));
-                binary::<B, _, _>(
-                    ops.parents,
-                    ops.node,
-                    grads,
-                    |grad| B::matmul_bf16(grad, B::float_transpose(rhs.expect("rhs kept for the lhs gradient"))),
-                    |grad| B::matmul_bf16(B::float_transpose(lhs.expect("lhs kept for the rhs gradient")), grad),
-                );
+                // `dA = dC·Bᵀ`, `dB = Aᵀ·dC`, with dC rounded to bf16 once for both.
+                let grad = B::narrow_bf16(grads.consume::<B>(&ops.node));
+                let [lhs_parent, rhs_parent] = ops.parents;
+                if let Some(node) = lhs_parent {
+                    let rhs = rhs.expect("rhs kept for the lhs gradient");
+                    grads.register::<B>(node.id, B::matmul_bf16(grad.clone(), B::float_transpose(rhs)));
+                }
+                if let Some(node) = rhs_parent {
+                    let lhs = lhs.expect("lhs kept for the rhs gradient");
+                    grads.register::<B>(node.id, B::matmul_bf16(B::float_transpose(lhs), grad));
+                }
             }
         }
 
         let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
         match MatmulBf16.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                // Each gradient needs the other operand.
-                let lhs_state = rhs_tracked.then(|| prep.checkpoint(&lhs));
-                let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
-                prep.finish((lhs_state, rhs_state), B::matmul_bf16(lhs.into_primitive(), rhs.into_primitive()))
+            OpsKind::Tracked(prep) => {
+                // The operands are converted here once, for this product and both gradients.
+                let (a, b) = (B::narrow_bf16(lhs.into_primitive()), B::narrow_bf16(rhs.into_primitive()));
+                let out = B::matmul_bf16(a.clone(), b.clone());
+                prep.finish((rhs_tracked.then_some(a), lhs_tracked.then_some(b)), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::matmul_bf16(lhs.into_primitive(), rhs.into_primitive())),
         }
+    }
+
+    fn narrow_bf16(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Untracked: only the products above read it, and they carry their own gradients.
+        <FloatTensor<Self>>::new(B::narrow_bf16(tensor.into_primitive()))
     }
 }
 
