@@ -22,6 +22,7 @@
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use std::sync::Mutex;
 
 /// Stride and padding of every encoder convolution.
 const STRIDE: usize = 2;
@@ -70,6 +71,30 @@ pub fn gather_indices(grid: Grid, kernel: usize) -> Vec<i64> {
     idx
 }
 
+/// How many index tensors [`gather_tensor`] keeps (a run sees a few grids: its batch sizes times
+/// three layers).
+const CACHED_INDEX_TENSORS: usize = 16;
+
+/// [`gather_indices`] as a tensor on `device`, built once per grid, kernel and device (building
+/// and uploading them every forward was ~1 % of a dim32 step).
+fn gather_tensor(grid: Grid, kernel: usize, device: &Device) -> Tensor<1, Int> {
+    type Entry = (Grid, usize, Device, Tensor<1, Int>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    // A panic elsewhere while the lock was held leaves a list that is still valid.
+    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((.., t)) = cache.iter().find(|(g, k, d, _)| (*g, *k) == (grid, kernel) && d == device) {
+        return t.clone();
+    }
+    let idx = gather_indices(grid, kernel);
+    let n = idx.len();
+    let t = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device);
+    if cache.len() == CACHED_INDEX_TENSORS {
+        cache.remove(0);
+    }
+    cache.push((grid, kernel, device.clone(), t.clone()));
+    t
+}
+
 /// `conv` (stride 2, padding 1) on rows `x` (`[grid.rows(), C_in]`): rows `[out.rows(), C_out]`;
 /// the product in bf16 when `bf16`.
 pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid, bf16: bool) -> (Tensor<2>, Grid) {
@@ -77,10 +102,7 @@ pub fn conv_rows(conv: &Conv2d, x: Tensor<2>, grid: Grid, bf16: bool) -> (Tensor
     let device = x.device();
     let out = grid.after_conv(kernel);
     let padded = Tensor::cat(vec![x, Tensor::zeros([1, c_in], &device)], 0);
-    let idx = gather_indices(grid, kernel);
-    let n = idx.len();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
-    let cols = padded.select(0, idx).reshape([out.rows(), kernel * kernel * c_in]);
+    let cols = padded.select(0, gather_tensor(grid, kernel, &device)).reshape([out.rows(), kernel * kernel * c_in]);
     // [C_out, C_in, kh, kw] → [k²·C_in, C_out] in the cols' order (tap-major, then channel): a
     // batched transpose to [C_out, k², C_in] (which burn copies tile by tile, and the weight's
     // gradient back) viewed transposed (a stride, no copy). One 4-D permutation instead fell to

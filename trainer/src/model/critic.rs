@@ -92,7 +92,7 @@ impl MiNet {
             // detached `c`: the same value, and the same gradient `c·(G + Gᵀ) / n`, but through one
             // product whose tracked operand is on the right. `cᵀ·c` itself returned half its
             // gradient as a transposed view, which the sum with the other half read strided.
-            let p = centred.clone().detach().transpose().matmul(centred); // [C, C]
+            let p = super::product(centred.clone().detach().transpose(), centred, bf16); // [C, C]
             let cov = (p.clone() + p.clone().transpose() - p.detach()) / n;
             let var = (cov.matmul(w1.clone()) * w1.clone()).sum_dim(0).reshape([width]);
             let mean = x_mean.matmul(w1.clone()).reshape([width]) + b1.clone();
@@ -111,7 +111,7 @@ impl MiNet {
 pub struct EncodeDotCritic {
     pub local: MiNet,
     pub global: MiNet,
-    /// The two large products of [`Self::scores`] in bf16 (set by `DimModelConfig`).
+    /// The products of [`Self::scores`] (all but the global net's) in bf16 (set by `DimModelConfig`).
     #[module(skip)]
     pub bf16_products: bool,
 }
@@ -134,13 +134,15 @@ impl EncodeDotCritic {
         let g = self.global.forward(y); // [B, W]
         let net = &self.local;
         let hidden = net.hidden_folded(rows.clone(), self.bf16_products); // [B·hw, W]
-        let g_w2 = g.clone().matmul(net.block2.weight.val().transpose()); // [B, W]
-        let g_ws = g.clone().matmul(net.shortcut.weight.val().transpose()); // [B, C]
-        // Computed as `sᵀ` ([B·hw, B]) and transposed once: with `hidden` and `rows` as the left
-        // operands their gradients come back contiguous. As right operands (`g·hᵀ`) the gradients
-        // were transposed views, and the ReLU's and the input's backward walked them with strided
-        // reads on one thread (8 % of a dim32 W=512 step in a profile).
-        let s_t = super::product(hidden, g_w2.transpose(), self.bf16_products) + rows.matmul(g_ws.transpose()); // [B·hw, B]
+        let bf16 = self.bf16_products;
+        // Computed as `sᵀ = h·(W₂·gᵀ) + x·(Wₛ·gᵀ)` ([B·hw, B]) and transposed once: with `hidden`,
+        // `rows` and the weights as left operands their gradients come back contiguous. As right
+        // operands (`g·hᵀ`) the gradients were transposed views, which the ReLU's and the input's
+        // backward walked with strided reads on one thread (8 % of a dim32 W=512 step in a
+        // profile) and Adam copied.
+        let w2_gt = super::product(net.block2.weight.val(), g.clone().transpose(), bf16); // [W, B]
+        let ws_gt = super::product(net.shortcut.weight.val(), g.clone().transpose(), bf16); // [C, B]
+        let s_t = super::product(hidden, w2_gt, bf16) + super::product(rows, ws_gt, bf16); // [B·hw, B]
         let mut s = s_t.transpose(); // [B, B·hw]
         let bias = [&net.block2.bias, &net.shortcut.bias].into_iter().flatten().map(|p| p.val()).reduce(|a, b| a + b);
         if let Some(bias) = bias {
