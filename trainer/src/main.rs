@@ -34,7 +34,20 @@ const INTERRUPTED: i32 = 130;
 
 fn main() -> anyhow::Result<()> {
     keep_freed_memory();
-    match cli::parse().command {
+    let command = cli::parse().command;
+    // The work runs on a rayon worker rather than on the main thread: the products' and the
+    // element-wise ops' parallel loops then split between that thread and the pool's others, one
+    // thread per core. From the main thread they ran on the pool while the main thread waited,
+    // and between ops the idle workers spun beside it: three threads on two cores.
+    let pool = rayon::ThreadPoolBuilder::new().stack_size(MAIN_STACK).build().context("cannot start the worker threads")?;
+    pool.install(|| run(command))
+}
+
+/// The stack of the thread that runs the command: a main thread's.
+const MAIN_STACK: usize = 8 << 20;
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Fit(args) => {
             let config = cli::fit_config(&args)?;
             ctrlc::set_handler(|| {
