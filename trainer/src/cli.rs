@@ -196,8 +196,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub skip_bad: bool,
     /// Run the convolutions', fc's and the local critic's products in bf16 with f32
-    /// accumulation, as PyTorch's autocast does (cpu backend; ~18 % faster for dim32 at W=512 on
-    /// an AVX512-BF16 CPU; losses differ from f32 at bf16's precision).
+    /// accumulation, as PyTorch's autocast does (cpu backend; 1.34× the f32 step for dim32 at
+    /// W=512 on an AVX512-BF16 CPU; losses differ from f32 at bf16's precision).
     #[arg(long)]
     pub bf16: bool,
     /// Write a checkpoint every N steps too (default: at epoch ends only).

@@ -46,6 +46,21 @@ struct Constants {
 }
 
 impl Constants {
+    /// The scalars of step `time` (1 for the first), as burn's `AdaptiveMomentum` computes them.
+    fn at(adam: &FusedAdam, time: usize, lr: LearningRate) -> Self {
+        let (b1, b2) = (adam.beta_1, adam.beta_2);
+        let bias_correction2_sqrt = (1.0 - b2.powi(time as i32)).sqrt();
+        Self {
+            b1,
+            b2,
+            f1: 1.0 - b1,
+            f2: 1.0 - b2,
+            combined: bias_correction2_sqrt / (1.0 - b1.powi(time as i32)),
+            eps: adam.epsilon * bias_correction2_sqrt,
+            lr: lr as f32,
+        }
+    }
+
     /// burn's operations in burn's order, element by element (Rust contracts nothing into FMA, and
     /// vector `sqrt`/`div` round exactly as scalar ones: the results stay bit-identical).
     fn update(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
@@ -77,15 +92,9 @@ impl Optimizer for FusedAdam {
             // burn's first step, m = g·(1−β₁) and v = g²·(1−β₂), is this update from zeros.
             None => (vec![0.0; n], vec![0.0; n], 1),
         };
-        let (b1, b2) = (self.beta_1, self.beta_2);
-        let (f1, f2) = (1.0 - b1, 1.0 - b2);
-        let bias_correction2_sqrt = (1.0 - b2.powi(time as i32)).sqrt();
-        let combined = bias_correction2_sqrt / (1.0 - b1.powi(time as i32));
-        let eps = self.epsilon * bias_correction2_sqrt;
-        let lr = lr as f32;
         // Chunks with a plain loop inside, so that the loop is vectorised (a parallel iterator over
         // single elements called a closure per element: scalar `sqrtss`, 16 % of a dim32 step).
-        let k = Constants { b1, b2, f1, f2, combined, eps, lr };
+        let k = Constants::at(self, time, lr);
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))

@@ -133,8 +133,8 @@ impl EncodeDotCritic {
         let rows = local_rows(local);
         let g = self.global.forward(y); // [B, W]
         let net = &self.local;
-        let hidden = net.hidden_folded(rows.clone(), self.bf16_products); // [B·hw, W]
         let bf16 = self.bf16_products;
+        let hidden = net.hidden_folded(rows.clone(), bf16); // [B·hw, W]
         // Computed as `sᵀ = h·(W₂·gᵀ) + x·(Wₛ·gᵀ)` ([B·hw, B]) and transposed once: with `hidden`,
         // `rows` and the weights as left operands their gradients come back contiguous. As right
         // operands (`g·hᵀ`) the gradients were transposed views, which the ReLU's and the input's

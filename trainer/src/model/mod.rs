@@ -3,16 +3,16 @@
 pub mod bf16;
 pub mod conv_rows;
 pub mod critic;
-
-/// `a · b`, with the operands rounded to bf16 when `bf16` ([`bf16::matmul_bf16`]).
-pub fn product(a: Tensor<2>, b: Tensor<2>, bf16: bool) -> Tensor<2> {
-    if bf16 { bf16::matmul_bf16(a, b) } else { a.matmul(b) }
-}
 pub mod encoder;
 
 use burn::prelude::*;
 pub use critic::{DistillCritic, GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
 pub use encoder::{EncoderConfig, EncoderNet, EncoderOutput};
+
+/// `a · b`, with the operands rounded to bf16 when `bf16` ([`bf16::matmul_bf16`]).
+pub fn product(a: Tensor<2>, b: Tensor<2>, bf16: bool) -> Tensor<2> {
+    if bf16 { bf16::matmul_bf16(a, b) } else { a.matmul(b) }
+}
 
 /// Everything trained by the DIM loss (the prior discriminator has its own optimiser).
 #[derive(Module, Debug)]
