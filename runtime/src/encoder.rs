@@ -125,8 +125,13 @@ impl Encoder {
         } else {
             let mut outputs = model.outputs.clone();
             for name in layers {
-                let node = model.node_by_name(name).map_err(|_| Error::MissingOutput(name.clone()))?;
-                outputs.push(OutletId::new(node.id, 0));
+                // A node of that name (`trainer export` names each node after its output), else a
+                // value of that name: other exporters (PyTorch's) name nodes by their module path.
+                let outlet = match model.node_by_name(name) {
+                    Ok(node) => OutletId::new(node.id, 0),
+                    Err(_) => model.find_outlet_label(name).ok_or_else(|| Error::MissingOutput(name.clone()))?,
+                };
+                outputs.push(outlet);
             }
             let mut with = model.clone();
             with.select_output_outlets(&outputs).map_err(model_err)?;

@@ -123,3 +123,31 @@ fn quantize_refuses_foreign_graphs() {
     let err = export::Layers::from_onnx(b"garbage").unwrap_err().to_string();
     assert!(err.contains("not an ONNX file"), "{err}");
 }
+
+/// Probe layers are found by value name too, not only by node name: an encoder from another
+/// exporter (PyTorch names nodes by module path, e.g. `/c3/c3.2/Relu`, and only the values
+/// `relu3` / `fc_relu`) is probed like ours — the same file with every node renamed gives the
+/// same layers, bit for bit.
+#[test]
+fn probe_layers_are_found_by_value_name() {
+    use prost::Message;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/encoder.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    for (i, node) in model.graph.as_mut().unwrap().node.iter_mut().enumerate() {
+        node.name = format!("/torch/module{i}/{}", node.op_type);
+    }
+    let renamed = model.encode_to_vec();
+    let layers = &dim_trainer::export::PROBE_LAYERS;
+    let ours = dim_runtime::Encoder::from_bytes_with_layers(&bytes, layers).unwrap();
+    let foreign = dim_runtime::Encoder::from_bytes_with_layers(&renamed, layers).unwrap();
+    let input: Vec<f32> = (0..2 * dim_runtime::INPUT_LEN).map(|i| ((i * 37 % 255) as f32 / 127.5) - 1.0).collect();
+    let (a, b) = (ours.embed_layers(&input).unwrap(), foreign.embed_layers(&input).unwrap());
+    assert_eq!(a.len(), 3, "y, relu3, fc_relu");
+    assert_eq!(a, b);
+    // A name that is neither a node nor a value is still refused by name.
+    match dim_runtime::Encoder::from_bytes_with_layers(&renamed, &["no_such_layer"]) {
+        Err(dim_runtime::Error::MissingOutput(name)) => assert_eq!(name, "no_such_layer"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

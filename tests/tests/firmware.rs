@@ -32,7 +32,7 @@ const M3: Core = Core { target: "thumbv7m-none-eabi", cpu: "cortex-m3", machine:
 /// Builds the firmware for `core` (once per target folder; cargo serialises concurrent builds).
 fn firmware_elf_for(core: Core) -> PathBuf {
     if Command::new("qemu-system-arm").arg("--version").output().is_err() {
-        panic!("qemu-system-arm not found: run scripts/setup (Debian package qemu-system-arm)");
+        panic!("qemu-system-arm not found: run the suite with scripts/test, which installs it (Debian package qemu-system-arm)");
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

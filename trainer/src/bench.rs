@@ -80,7 +80,7 @@ pub fn breakdown(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::R
             start = Instant::now();
         }
         phases.start();
-        state = train::step_timed(config, state, &batch, None, s, &device, &mut phases)?.0;
+        state = train::step_timed(config, state, &batch, None, train::StepAt { step: s, steps_per_epoch: 1 }, &device, &mut phases)?.0;
     }
     let total = start.elapsed();
     let work = step_gflop(config);
@@ -109,7 +109,7 @@ pub fn run_data(config: &TrainConfig, warmup: usize, steps: usize) -> anyhow::Re
             if done == warmup {
                 start = Instant::now();
             }
-            state = train::step(config, state, &batch?, None, done, &device)?.0;
+            state = train::step(config, state, &batch?, None, train::StepAt { step: done, steps_per_epoch: loader.batches_per_epoch() }, &device)?.0;
             done += 1;
             if done == warmup + steps {
                 break;
@@ -137,6 +137,8 @@ pub fn step_gflop(config: &TrainConfig) -> Vec<(Phase, f64)> {
             let global_net = b * (2.0 * y * w + w * w);
             2.0 * (n * c * w + global_net + b * w * w + b * w * c + b * n * (w + c))
         }
+        // LayerNorm form: both nets on all their rows, then the B × B·M·M scores.
+        (true, LocalCriticKind::EncodeDotLn) => 2.0 * ((n + b) * (c.max(y) * w + w * w + c.max(y) * w) + b * n * w),
         (true, LocalCriticKind::ConcatConv) => 2.0 * 2.0 * n * ((c + y) * 512.0 + 512.0 * 512.0 + 512.0),
     };
     let disc_layer = y * 1000.0 + 1000.0 * 200.0 + 200.0;
@@ -179,7 +181,7 @@ mod tests {
             state.disc = start.disc.clone();
             let mut terms = Vec::new();
             for s in 0..3 {
-                let (next, l) = train::step(config, state, &batch, None, s, &device).unwrap();
+                let (next, l) = train::step(config, state, &batch, None, train::StepAt { step: s, steps_per_epoch: 1 }, &device).unwrap();
                 state = next;
                 terms.push([l.loss, l.local_mi, l.prior, l.disc]);
             }

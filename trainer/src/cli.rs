@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// The names the domain enums are written with in config files (serde, kebab-case).
 const MODELS: [&str; 2] = ["dim32", "tiny"];
-const CRITICS: [&str; 2] = ["encode-dot", "concat-conv"];
+const CRITICS: [&str; 3] = ["encode-dot", "encode-dot-ln", "concat-conv"];
 const ESTIMATORS: [&str; 3] = ["jsd", "infonce", "dv"];
 const BACKENDS: [&str; 3] = ["cpu", "cuda", "wgpu"];
 const TEACHER_LAYERS: [&str; 3] = ["fc", "y", "conv"];
@@ -151,37 +151,48 @@ pub struct FitArgs {
     /// Encoder: dim32 (the paper's) or tiny (for Cortex-M).
     #[arg(long, value_parser = choice::<ModelKind>(&MODELS))]
     pub model: Option<ModelKind>,
-    /// Local critic: encode-dot (1×1 convs to width W, dot product) or concat-conv.
+    /// Local critic: encode-dot (1×1 convs to width W, dot product; reassociated, fast),
+    /// encode-dot-ln (the official network: the same with a LayerNorm on both encodings and the
+    /// shortcut started at the identity; `--preset paper`) or concat-conv.
     #[arg(long, value_parser = choice::<LocalCriticKind>(&CRITICS))]
     pub critic: Option<LocalCriticKind>,
     /// Width of the encode-and-dot critic (paper: 2048).
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub critic_width: Option<usize>,
     /// Mutual-information estimator: jsd, infonce or dv.
     #[arg(long, value_parser = choice::<Estimator>(&ESTIMATORS))]
     pub estimator: Option<Estimator>,
     /// Global MI weight α.
-    #[arg(long)]
+    #[arg(value_parser = non_negative, long)]
     pub alpha: Option<f64>,
     /// Local MI weight β.
-    #[arg(long)]
+    #[arg(value_parser = non_negative, long)]
     pub beta: Option<f64>,
     /// Prior-matching weight γ.
-    #[arg(long)]
+    #[arg(value_parser = non_negative, long)]
     pub gamma: Option<f64>,
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub epochs: Option<usize>,
     /// Stop after this many steps in total (a checkpoint is written at the end).
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub max_steps: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(value_parser = positive, long)]
     pub learning_rate: Option<f64>,
+    /// Adam's β₁ for every network (default 0.9; the official code and `--preset paper`: 0.5).
+    #[arg(value_parser = beta1, long)]
+    pub adam_beta1: Option<f64>,
+    /// Epochs of linear learning-rate warm-up (default 0).
+    #[arg(value_parser = non_negative, long)]
+    pub warmup_epochs: Option<f64>,
+    /// Cosine decay of the learning rate to 0 at the last epoch (after any warm-up).
+    #[arg(long)]
+    pub cosine: bool,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Images held out for validation (the last ones of the seeded shuffle; default 5000).
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub validation_size: Option<usize>,
     /// Backend: cpu, or cuda / wgpu when built with that feature.
     #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS))]
@@ -213,7 +224,7 @@ pub struct FitArgs {
     #[arg(long, value_parser = choice::<TeacherLayer>(&TEACHER_LAYERS))]
     pub teacher_layer: Option<TeacherLayer>,
     /// Weight δ of the distillation term (default 1).
-    #[arg(long)]
+    #[arg(value_parser = non_negative, long)]
     pub distill_weight: Option<f64>,
     /// Continue the run in OUT from its latest checkpoint.
     #[arg(long)]
@@ -232,11 +243,11 @@ pub struct BenchArgs {
     /// Encoder: dim32 or tiny.
     #[arg(long, value_parser = choice::<ModelKind>(&MODELS), default_value = "dim32")]
     pub model: ModelKind,
-    #[arg(long, default_value_t = 2048)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 2048)]
     pub critic_width: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 64)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 10)]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -244,7 +255,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS), default_value = "cpu")]
     pub backend: BackendKind,
     /// Prior weight γ (the paper's DIM(L) default 0.1 trains the discriminator too).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = non_negative, long, default_value_t = 0.1)]
     pub gamma: f64,
     /// Run the whole `fit` loop on this data (loader and decode cache included) instead of one
     /// fixed synthetic batch.
@@ -273,6 +284,22 @@ pub enum DataCommand {
     },
     /// Open a dataset and print what was found.
     Inspect { path: PathBuf },
+    /// Write the training and validation splits `fit` uses as raw arrays (train.u8,
+    /// train.labels, valid.u8, valid.labels, classes.txt), for an outside trainer to use the
+    /// same images (e.g. trainer/benches/dim_twin.py).
+    Split {
+        /// Image data (any format `fit --data` reads).
+        path: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images held out for validation (as `fit --validation-size`).
+        #[arg(long, default_value_t = 5000)]
+        validation_size: usize,
+        /// Seed of the split (as `fit --seed`).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -284,16 +311,16 @@ pub struct PrototypesArgs {
     #[arg(long)]
     pub images: PathBuf,
     /// Images enrolled per class.
-    #[arg(long, default_value_t = 10)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 10)]
     pub shots: usize,
     /// Classes to enrol, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
     /// Share of validation images of enrolled classes the threshold may flag as novel.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(value_parser = fraction, long, default_value_t = 0.05)]
     pub false_positive_rate: f64,
     /// Size of the validation split (the last images of the seeded shuffle).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 5000)]
     pub validation_size: usize,
     /// Seed of the split (use the training run's).
     #[arg(long, default_value_t = 0)]
@@ -325,7 +352,8 @@ impl From<&PrototypesArgs> for dim_trainer::prototypes::PrototypesOptions {
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
-    /// An ONNX encoder (f32 or int8) or a run folder / checkpoint.
+    /// An ONNX encoder (f32 or int8, through tract), a run folder / checkpoint, or an engine
+    /// blob (`.blob`, through the no_std engine the firmware runs).
     pub model: PathBuf,
     /// Image files or folders.
     #[arg(required = true)]
@@ -351,13 +379,13 @@ pub struct QuantizeArgs {
     pub calib: PathBuf,
     #[arg(long, default_value = "encoder.int8.onnx")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 512)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 512)]
     pub calib_images: usize,
     /// Activation range = this percentile of the calibration activations.
-    #[arg(long, default_value_t = 99.99)]
+    #[arg(value_parser = percentile, long, default_value_t = 99.99)]
     pub percentile: f64,
     /// Size of the validation split (the last images of the seeded shuffle).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 5000)]
     pub validation_size: usize,
     /// Seed of the split (use the training run's).
     #[arg(long, default_value_t = 0)]
@@ -386,13 +414,13 @@ pub struct DataArgs {
     /// seeded split `fit` uses; pass the run's seed as --split-seed if it changed it).
     #[arg(long)]
     pub test: Option<PathBuf>,
-    #[arg(long, default_value_t = 5000)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 5000)]
     pub validation_size: usize,
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
     /// Use at most this many images of each split (quick checks). `check` defaults to the
     /// reference's count.
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub max_images: Option<usize>,
 }
 
@@ -404,23 +432,29 @@ pub struct EvalArgs {
     #[arg(long, default_value = "report.json")]
     pub out: PathBuf,
     /// Runs of every learned measure, with seeds 0, 1, …: their spread sets `check`'s tolerances.
-    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().seeds)]
+    #[arg(value_parser = at_least_one, long, default_value_t = dim_trainer::eval::Settings::default().seeds)]
     pub seeds: usize,
-    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().probe_epochs)]
+    #[arg(value_parser = at_least_one, long, default_value_t = dim_trainer::eval::Settings::default().probe_epochs)]
     pub probe_epochs: usize,
     /// Critic steps of MINE (batch 256).
-    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().mine_steps)]
+    #[arg(value_parser = at_least_one, long, default_value_t = dim_trainer::eval::Settings::default().mine_steps)]
     pub mine_steps: usize,
     /// Critic steps of NDM (batch 256).
-    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().ndm_steps)]
+    #[arg(value_parser = at_least_one, long, default_value_t = dim_trainer::eval::Settings::default().ndm_steps)]
     pub ndm_steps: usize,
     /// Epochs of the reconstruction probe: a decoder per layer (and for the untrained twin's Y)
     /// rebuilds the images, scored by MS-SSIM as in the paper's Table 3. 0 skips it.
     #[arg(long, default_value_t = dim_trainer::eval::Settings::default().recon_epochs)]
     pub recon_epochs: usize,
     /// Train images the reconstruction decoders learn from.
-    #[arg(long, default_value_t = dim_trainer::eval::Settings::default().recon_images)]
+    #[arg(value_parser = at_least_one, long, default_value_t = dim_trainer::eval::Settings::default().recon_images)]
     pub recon_images: usize,
+    /// Also probe with the official code's protocol (`probe.paper.*`): its classifier (dropout
+    /// before BatchNorm, Adam β₁ 0.5, raw features), trained until its accuracy on a tenth of the
+    /// train images stops improving (patience 10, at most 200 epochs), reported on the test
+    /// images at that epoch.
+    #[arg(long)]
+    pub paper_probe: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -431,12 +465,51 @@ pub struct CheckArgs {
     #[arg(long)]
     pub reference: PathBuf,
     /// Largest accepted drop of an accuracy, in points.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = non_negative, long, default_value_t = 1.0)]
     pub max_drop: f64,
     /// The comparison (JSON, and a Markdown table beside it as `.md`); the deployed model's own
     /// report goes beside it as `.report.json` (with `.report.md` and the curves).
     #[arg(long, default_value = "check.json")]
     pub out: PathBuf,
+}
+
+/// A count that must be at least 1 (`--epochs 0` would train nothing and say so too late).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e: std::num::ParseFloatError| e.to_string())?;
+    if v.is_finite() { Ok(v) } else { Err("must be a finite number".into()) }
+}
+
+/// A weight or length that may be 0 but not negative.
+fn non_negative(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err("must be ≥ 0".into()) })
+}
+
+/// A rate that must be above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err("must be > 0".into()) })
+}
+
+/// A share strictly between 0 and 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| if v > 0.0 && v < 1.0 { Ok(v) } else { Err("must be between 0 and 1 (exclusive)".into()) })
+}
+
+/// Adam's β₁: in [0, 1).
+fn beta1(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err("must be in [0, 1)".into()) })
+}
+
+/// A percentile: in (0, 100].
+fn percentile(s: &str) -> Result<f64, String> {
+    finite(s).and_then(|v| if v > 0.0 && v <= 100.0 { Ok(v) } else { Err("must be in (0, 100]".into()) })
 }
 
 /// The config `fit` runs with: defaults (or, on `--resume`, the run's `config.json`), then
@@ -457,7 +530,23 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(model, critic_width, estimator, alpha, beta, gamma, epochs, batch_size, learning_rate, seed, validation_size, backend, checkpoint_every);
+    set!(
+        model,
+        critic_width,
+        estimator,
+        alpha,
+        beta,
+        gamma,
+        epochs,
+        batch_size,
+        learning_rate,
+        adam_beta1,
+        warmup_epochs,
+        seed,
+        validation_size,
+        backend,
+        checkpoint_every
+    );
     if let Some(v) = a.critic {
         c.local_critic = v;
     }
@@ -476,6 +565,7 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     c.augment.hflip |= a.hflip;
     c.skip_bad |= a.skip_bad;
     c.bf16 |= a.bf16;
+    c.cosine |= a.cosine;
     if let Some(t) = &a.teacher {
         let t = t.to_string_lossy().into_owned();
         let d = c.distill.get_or_insert_with(|| Distill::from_teacher(t.clone()));
@@ -533,6 +623,7 @@ impl From<&EvalArgs> for EvalOptions {
             ndm_steps: a.ndm_steps,
             recon_epochs: a.recon_epochs,
             recon_images: a.recon_images,
+            paper_probe: a.paper_probe,
             ..Settings::default()
         };
         Self { data: (&a.data).into(), out: a.out.clone(), settings }
@@ -594,11 +685,38 @@ mod tests {
             }
         }
         names(&MODELS, &[ModelKind::Dim32, ModelKind::Tiny]);
-        names(&CRITICS, &[LocalCriticKind::EncodeDot, LocalCriticKind::ConcatConv]);
+        names(&CRITICS, &[LocalCriticKind::EncodeDot, LocalCriticKind::EncodeDotLn, LocalCriticKind::ConcatConv]);
         names(&ESTIMATORS, &[Estimator::Jsd, Estimator::InfoNce, Estimator::Dv]);
         names(&TEACHER_LAYERS, &[TeacherLayer::Fc, TeacherLayer::Y, TeacherLayer::Conv]);
         names(&BACKENDS, &[BackendKind::Cpu, BackendKind::Cuda, BackendKind::Wgpu]);
         <Cli as clap::CommandFactory>::command().debug_assert();
         assert!(fit_defaults().contains("critic_width = 2048"), "{}", fit_defaults());
+    }
+
+    /// Numbers that would train or measure nothing, or nonsense, are refused where parsed, with
+    /// the flag and the reason; sane ones pass.
+    #[test]
+    fn numeric_options_are_validated_where_parsed() {
+        use clap::Parser;
+        let parse = |args: &str| Cli::try_parse_from(std::iter::once("trainer").chain(args.split_whitespace())).map(|_| ()).map_err(|e| e.to_string());
+        for (args, why) in [
+            ("fit --epochs 0", "at least 1"),
+            ("fit --batch-size 0", "at least 1"),
+            ("fit --learning-rate -1e-4", "> 0"),
+            ("fit --learning-rate nan", "finite"),
+            ("fit --gamma -0.1", "≥ 0"),
+            ("fit --adam-beta1 1", "[0, 1)"),
+            ("eval --model m --train t --probe-epochs 0", "at least 1"),
+            ("eval --model m --train t --max-images 0", "at least 1"),
+            ("quantize --model m --calib c --out o --percentile 0", "(0, 100]"),
+            ("prototypes --model m --images i --false-positive-rate 1", "between 0 and 1"),
+        ] {
+            let err = parse(args).expect_err(args);
+            let flag = args.split_whitespace().rev().nth(1).unwrap();
+            assert!(err.contains(flag) && err.contains(why), "{args}: {err}");
+        }
+        for ok in ["fit --epochs 1 --learning-rate 1e-3 --gamma 0 --adam-beta1 0.5 --warmup-epochs 0", "eval --model m --train t --max-images 10"] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 }

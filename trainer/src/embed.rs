@@ -1,6 +1,7 @@
 //! `trainer embed`: the representation Y of every image under the given paths, through
 //! dim-runtime (as a device computes it), written as CSV (`path,y0,…`) or NPY (`f32 [n, d]`,
-//! with the paths in order beside it as `<out>.paths.txt`).
+//! with the paths in order beside it as `<out>.paths.txt`). ONNX files (f32 or int8) and run
+//! folders go through tract, engine blobs (`.blob`) through the no_std engine, as `eval` does.
 //!
 //! Images are decoded, scaled and centre-cropped as in training (`data::decode_file`), 64 at a
 //! time, so memory stays bounded however many there are.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// What `trainer embed` is asked to do.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
-    /// An ONNX encoder (f32 or int8) or a run folder / checkpoint.
+    /// An ONNX encoder (f32 or int8), a run folder / checkpoint, or an engine blob (`.blob`).
     pub model: PathBuf,
     /// Image files, or folders searched recursively for `.png` / `.jpg` / `.jpeg`.
     pub inputs: Vec<PathBuf>,
@@ -58,17 +59,13 @@ pub fn run(o: &EmbedOptions) -> anyhow::Result<(usize, usize)> {
         bail!("{}: the output must end in .csv or .npy", o.out.display());
     }
     let files = image_files(&o.inputs)?;
-    let (encoder, _) = crate::eval::deployed::load_encoder(&o.model)?;
-    let dim = encoder.dim();
+    let embedder = Embedder::open(&o.model)?;
+    let dim = embedder.dim();
     let mut y = Vec::with_capacity(files.len() * dim);
     let bar = crate::progress::bar(true, files.len(), "images embedded");
     for chunk in files.chunks(64) {
-        let mut input = vec![0f32; chunk.len() * INPUT_LEN];
-        for (path, out) in chunk.iter().zip(input.chunks_mut(INPUT_LEN)) {
-            let rgb = data::decode_file(path)?;
-            dim_runtime::preprocess::rgb32_to_input(&rgb, out).expect("INPUT_LEN slice");
-        }
-        y.extend(encoder.embed_preprocessed(&input)?);
+        let rgb: Vec<data::Rgb32> = chunk.iter().map(|p| data::decode_file(p)).collect::<Result<_, _>>()?;
+        y.extend(embedder.embed(&rgb)?);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -85,6 +82,63 @@ pub fn run(o: &EmbedOptions) -> anyhow::Result<(usize, usize)> {
         crate::fs::write_atomic(&o.out.with_extension("paths.txt"), paths.as_bytes())?;
     }
     Ok((files.len(), dim))
+}
+
+/// The runtime that embeds: tract for ONNX files and run folders, the engine for a blob.
+enum Embedder {
+    Tract(dim_runtime::Encoder),
+    /// The blob's bytes, checked by `Model::parse` when opened, and the width of Y.
+    Engine(Vec<u8>, usize),
+}
+
+impl Embedder {
+    fn open(model: &Path) -> anyhow::Result<Self> {
+        use crate::eval::deployed::Runtime;
+        if Runtime::for_model(model) == Runtime::Engine {
+            let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
+            let dim = dim_runtime::engine::Model::parse(&bytes)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: not an engine blob ({e}); embed takes an ONNX encoder (.onnx), a run folder, or a blob from `trainer quantize --blob`",
+                        model.display()
+                    )
+                })?
+                .dim();
+            return Ok(Self::Engine(bytes, dim));
+        }
+        let (encoder, _) = crate::eval::deployed::load_encoder(model)
+            .with_context(|| format!("{}: embed takes an ONNX encoder (.onnx, f32 or int8), a run folder, or an engine blob (.blob)", model.display()))?;
+        Ok(Self::Tract(encoder))
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            Self::Tract(e) => e.dim(),
+            Self::Engine(_, dim) => *dim,
+        }
+    }
+
+    /// Y of every image, rows in order.
+    fn embed(&self, images: &[data::Rgb32]) -> anyhow::Result<Vec<f32>> {
+        match self {
+            Self::Tract(encoder) => {
+                let mut input = vec![0f32; images.len() * INPUT_LEN];
+                for (rgb, out) in images.iter().zip(input.chunks_mut(INPUT_LEN)) {
+                    dim_runtime::preprocess::rgb32_to_input(rgb, out).expect("INPUT_LEN slice");
+                }
+                Ok(encoder.embed_preprocessed(&input)?)
+            }
+            Self::Engine(blob, dim) => {
+                let model = dim_runtime::engine::Model::parse(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut arena = vec![0u8; model.arena_size()];
+                let mut y = vec![0f32; images.len() * dim];
+                for (rgb, row) in images.iter().zip(y.chunks_mut(*dim)) {
+                    model.run(rgb, &mut arena, row).map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                Ok(y)
+            }
+        }
+    }
 }
 
 fn csv(files: &[PathBuf], y: &[f32], dim: usize) -> String {

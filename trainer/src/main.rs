@@ -150,6 +150,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let path = data::fetch::fetch(url.as_deref().unwrap_or(a.url), a.file, a.sha256, &to)?;
             println!("{} verified and unpacked into {}", path.display(), to.display());
         }
+        Command::Data(DataCommand::Split { path, out, validation_size, seed }) => {
+            let src = data::open(&path)?;
+            let (train, valid) = data::split::write(src.as_ref(), validation_size, seed, &out)?;
+            println!("wrote {train} training and {valid} validation images of {} into {}", src.describe(), out.display());
+        }
         Command::Data(DataCommand::Inspect { path }) => {
             let src = data::open(&path)?;
             println!("{}", src.describe());

@@ -291,6 +291,69 @@ fn embed_writes_what_the_runtime_computes() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
+/// `trainer embed` given an engine blob runs the no_std engine (as `eval` does): each row equals
+/// what `Model::run` computes for the image; a file that is neither ONNX nor a blob is refused
+/// with the formats named.
+#[test]
+fn embed_takes_an_engine_blob_and_names_the_formats_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (name, (w, h)) in [("a.png", (40, 30)), ("b.jpg", (32, 32))] {
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 2) as u8, (x ^ y) as u8])).save(photos.join(name)).unwrap();
+    }
+    let blob = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/encoder.blob");
+    let out = trainer().arg("embed").arg(&blob).arg(&photos).arg("--out").arg(dir.path().join("y.npy")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let npy: Vec<f32> = npyz::NpyFile::new(&std::fs::read(dir.path().join("y.npy")).unwrap()[..]).unwrap().into_vec().unwrap();
+    let bytes = std::fs::read(&blob).unwrap();
+    let model = dim_runtime::engine::Model::parse(&bytes).unwrap();
+    let mut arena = vec![0u8; model.arena_size()];
+    let paths = std::fs::read_to_string(dir.path().join("y.paths.txt")).unwrap();
+    for (i, path) in paths.lines().enumerate() {
+        let rgb = dim_trainer::data::decode_file(std::path::Path::new(path)).unwrap();
+        let mut want = vec![0f32; model.dim()];
+        model.run(&rgb, &mut arena, &mut want).unwrap();
+        assert_eq!(&npy[i * model.dim()..(i + 1) * model.dim()], &want[..], "row {i} ({path})");
+    }
+    // A file that is neither: the error names the formats embed takes.
+    let junk = dir.path().join("model.bin");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    let out = trainer().arg("embed").arg(&junk).arg(&photos).arg("--out").arg(dir.path().join("z.csv")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("model.bin") && err.contains(".blob") && err.contains(".onnx"), "{err}");
+}
+
+/// `examples/c/expected.*.csv` — the rows the C example must print (`dim-capi`'s test
+/// `c_example_prints_what_trainer_embed_writes`) — are what `trainer embed` writes today for the
+/// PNG twins of the example's images, through tract (int8 ONNX) and through the engine (blob).
+#[test]
+fn embed_matches_the_c_example_golden_rows() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    for (model, expected) in [("encoder.int8.onnx", "expected.int8.csv"), ("encoder.blob", "expected.blob.csv")] {
+        let out_csv = dir.path().join(expected);
+        let out =
+            trainer().arg("embed").arg(root.join("models/tiny").join(model)).arg(root.join("examples/c/images")).arg("--out").arg(&out_csv).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let values = |text: String| -> Vec<String> { text.lines().skip(1).map(|l| l.split_once("\",").unwrap().1.to_string()).collect() };
+        let (got, want) =
+            (values(std::fs::read_to_string(&out_csv).unwrap()), values(std::fs::read_to_string(root.join("examples/c").join(expected)).unwrap()));
+        assert_eq!(got, want, "{expected} is stale: regenerate it with trainer embed models/tiny/{model} examples/c/images --out examples/c/{expected}");
+    }
+}
+
+/// A measure of 0 epochs or steps is refused before anything is embedded, naming the flag.
+#[test]
+fn eval_refuses_settings_that_measure_nothing() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/encoder.onnx");
+    for flag in ["--probe-epochs", "--mine-steps", "--ndm-steps", "--seeds"] {
+        let out = trainer().arg("eval").arg("--model").arg(&model).args(["--train", "builtin:shapes:200", flag, "0"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(flag) && !err.contains("representing"), "{flag}: {err}");
+    }
+}
+
 /// `trainer inspect` on the shipped tiny files: the f32 ONNX, the int8 ONNX and the engine blob all
 /// count the multiply-adds the architecture has (`EncoderConfig::macs`), the f32 file holds
 /// exactly the deployed parameters, and the blob's Cortex-M needs are the engine's arena plus

@@ -42,6 +42,24 @@ pub struct Settings {
     /// Train images the decoders learn from (the first ones of the train split's shuffle).
     #[serde(default = "default_recon_images")]
     pub recon_images: usize,
+    /// Also the official classifier protocol on every layer (`probe.paper.*`, see
+    /// [`probe::train_paper_probe`]): epoch chosen on a part of the train rows, never the test's.
+    #[serde(default)]
+    pub paper_probe: bool,
+}
+
+impl Settings {
+    /// Refuses settings that would write a meaningless report (a probe of 0 epochs reads 0 %).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let named = [("--probe-epochs", self.probe_epochs), ("--mine-steps", self.mine_steps), ("--ndm-steps", self.ndm_steps), ("--seeds", self.seeds)];
+        if let Some((flag, _)) = named.iter().find(|(_, v)| *v == 0) {
+            anyhow::bail!("{flag} 0 would report a measure that was never trained; give at least 1");
+        }
+        if self.recon_epochs > 0 && self.recon_images < 2 {
+            anyhow::bail!("--recon-images must be at least 2 when --recon-epochs is on (or pass --recon-epochs 0)");
+        }
+        Ok(())
+    }
 }
 
 fn default_recon_images() -> usize {
@@ -59,6 +77,7 @@ impl Default for Settings {
             knn_bank: 10_000,
             recon_epochs: 10,
             recon_images: default_recon_images(),
+            paper_probe: false,
         }
     }
 }
@@ -177,6 +196,21 @@ pub fn evaluate(
                 let key = format!("probe.{}.{name}", if kind == ProbeKind::Linear { "linear" } else { "nonlinear" });
                 say(&format!("{key} (seed {seed})"), 100.0 * r.accuracy, Unit::Percent);
                 let curve = r.curve.iter().enumerate().map(|(e, a)| ((e + 1) as f64, 100.0 * a)).collect();
+                runs.entry(key).or_default().push((100.0 * r.accuracy, curve));
+            }
+        }
+        if settings.paper_probe {
+            for ((name, d, tr), (_, _, te)) in train.layers.iter().zip(&test.layers).rev() {
+                let protocol = probe::PaperProtocol { seed, ..Default::default() };
+                let r = probe::train_paper_probe(
+                    &protocol,
+                    Rows { x: tr, labels: &train.labels, dim: *d },
+                    Rows { x: te, labels: &test.labels, dim: *d },
+                    classes,
+                )?;
+                let key = format!("probe.paper.{name}");
+                say(&format!("{key} (seed {seed}, epoch {} of {})", r.epoch, r.curve.len()), 100.0 * r.accuracy, Unit::Percent);
+                let curve = r.curve.iter().enumerate().map(|(e, (_, t))| ((e + 1) as f64, 100.0 * t)).collect();
                 runs.entry(key).or_default().push((100.0 * r.accuracy, curve));
             }
         }

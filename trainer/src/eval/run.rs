@@ -77,7 +77,8 @@ fn measure(data: &DataOptions, (train_src, train_idx, test_src, test_idx, test_d
 }
 
 pub fn eval(args: &EvalOptions) -> anyhow::Result<()> {
-    let settings = Settings { seeds: args.settings.seeds.max(1), ..args.settings.clone() };
+    args.settings.validate()?;
+    let settings = args.settings.clone();
     let report = measure(&args.data, splits(&args.data)?, &settings)?;
     let written = report::write(&report, &args.out)?;
     println!("{}", report::markdown(&report));

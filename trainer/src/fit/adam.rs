@@ -21,9 +21,14 @@ pub struct FusedAdam {
 }
 
 impl FusedAdam {
-    /// burn's `AdamConfig` defaults with `epsilon` (fit uses 1e-8).
+    /// burn's `AdamConfig` defaults (β₁ 0.9, β₂ 0.999) with `epsilon` (fit uses 1e-8).
     pub fn new(epsilon: f32) -> Self {
         Self { beta_1: 0.9, beta_2: 0.999, epsilon }
+    }
+
+    /// With another β₁ (the official DIM code uses 0.5).
+    pub fn with_beta_1(self, beta_1: f32) -> Self {
+        Self { beta_1, ..self }
     }
 
     pub fn init(self) -> ModuleOptimizer {

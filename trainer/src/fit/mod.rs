@@ -15,5 +15,5 @@ pub mod train;
 
 pub use config::{BackendKind, ModelKind, TrainConfig};
 pub use state::{TrainState, device, new_state};
-pub use step::{Phase, Phases, StepLosses, step, step_timed};
+pub use step::{Phase, Phases, StepAt, StepLosses, step, step_timed};
 pub use train::{FitOptions, FitSummary, INTERRUPTED, fit, open_data, train_loader};

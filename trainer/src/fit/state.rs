@@ -65,8 +65,8 @@ pub fn random_encoder(config: &TrainConfig, device: &Device) -> crate::model::En
 pub fn new_state(config: &TrainConfig, device: &Device) -> TrainState {
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(config.seed);
-    // burn's Adam (β 0.9 / 0.999, ε 1e-8) in one pass per parameter: see `adam`.
-    let adam = FusedAdam::new(1e-8);
+    // burn's Adam (β₂ 0.999, ε 1e-8, β₁ from the config) in one pass per parameter: see `adam`.
+    let adam = FusedAdam::new(1e-8).with_beta_1(config.adam_beta1 as f32);
     let model = config.model_config().init(device);
     model.visit(&mut Materialise);
     let disc = (config.gamma > 0.0).then(|| PriorDiscriminator::new(config.encoder().y_dim, device));

@@ -100,16 +100,24 @@ fn losses_to_host(terms: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).collect()
 }
 
+/// Where a step stands in its run: its index (0-based; it seeds the step's randomness) and the
+/// steps to an epoch (the learning-rate schedule is in epochs).
+#[derive(Debug, Clone, Copy)]
+pub struct StepAt {
+    pub step: usize,
+    pub steps_per_epoch: usize,
+}
+
 /// One optimiser step on `batch` (with the teacher's rows of its images when the run distils).
 pub fn step(
     config: &TrainConfig,
     state: TrainState,
     batch: &Batch,
     teacher: Option<&Teacher>,
-    step: usize,
+    at: StepAt,
     device: &Device,
 ) -> anyhow::Result<(TrainState, StepLosses)> {
-    step_timed(config, state, batch, teacher, step, device, &mut Phases::default())
+    step_timed(config, state, batch, teacher, at, device, &mut Phases::default())
 }
 
 /// [`step`], recording the time of each phase in `phases` (nothing when it was not started).
@@ -118,10 +126,11 @@ pub fn step_timed(
     state: TrainState,
     batch: &Batch,
     teacher: Option<&Teacher>,
-    step: usize,
+    at: StepAt,
     device: &Device,
     phases: &mut Phases,
 ) -> anyhow::Result<(TrainState, StepLosses)> {
+    let StepAt { step, steps_per_epoch } = at;
     let TrainState { model, mut optim, disc, mut disc_optim } = state;
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), [batch.len(), 3, 32, 32]), device);
     phases.mark(Phase::HostCopy);
@@ -178,13 +187,14 @@ pub fn step_timed(
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     phases.mark(Phase::BackwardDim);
-    let model = optim.step(config.learning_rate, model, grads);
+    let lr = config.learning_rate_at(step, steps_per_epoch);
+    let model = optim.step(lr, model, grads);
     phases.mark(Phase::AdamModel);
     let disc = match (disc, disc_loss) {
         (Some(d), Some(dl)) => {
             let grads = GradientsParams::from_grads(dl.backward(), &d);
             phases.mark(Phase::BackwardDisc);
-            let d = disc_optim.step(config.learning_rate, d, grads);
+            let d = disc_optim.step(lr, d, grads);
             phases.mark(Phase::AdamDisc);
             Some(d)
         }

@@ -9,7 +9,7 @@ use super::knn::knn_report;
 use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, MonitorRecord, StepRecord};
 use super::monitor;
 use super::state::{TrainState, device, new_state};
-use super::step::{StepLosses, step};
+use super::step::{StepAt, StepLosses, step};
 use super::teacher::Teacher;
 use crate::data::{self, Cached, ImageSource, Loader, LoaderConfig, Shapes};
 use anyhow::{Context, bail};
@@ -270,10 +270,11 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
             let mut rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if stepped {
                 let t = std::time::Instant::now();
-                let (next, l) = step(&config, state, &batch, teacher.as_ref(), progress.step, &device).with_context(|| match &last_ckpt {
-                    Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
-                    None => "training stopped before the first checkpoint".to_string(),
-                })?;
+                let (next, l) = step(&config, state, &batch, teacher.as_ref(), StepAt { step: progress.step, steps_per_epoch: per_epoch }, &device)
+                    .with_context(|| match &last_ckpt {
+                        Some(c) => format!("training stopped; the last good checkpoint is {}", c.display()),
+                        None => "training stopped before the first checkpoint".to_string(),
+                    })?;
                 state = next;
                 images += batch.len();
                 progress.step += 1;

@@ -5,7 +5,7 @@
 //! batch). The estimators in [`crate::objective`] only ever see this form.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
@@ -44,6 +44,10 @@ pub enum LocalCriticKind {
     EncodeDot,
     /// Concatenate Y to every location, 1×1 convs 512-512-1; one shuffled negative per positive.
     ConcatConv,
+    /// The official `MI1x1ConvNet` whole: encode-and-dot with a LayerNorm on both encodings,
+    /// no bias before the BatchNorm or on the shortcut, and the shortcut started near the
+    /// identity (`--preset paper`; [`EncodeDotLnCritic`]).
+    EncodeDotLn,
 }
 
 /// 1×1 conv → BN → ReLU → 1×1 conv, plus a linear 1×1 shortcut (the official `MI1x1ConvNet`).
@@ -64,6 +68,24 @@ impl MiNet {
         let l = |i, o| LinearConfig::new(i, o).init(device);
         Self { block1: l(input, width), bn: BatchNormConfig::new(width).init(device), block2: l(width, width), shortcut: l(input, width) }
     }
+    /// The official `MI1x1ConvNet`'s layers (rdevon/DIM `cortex_DIM/nn_modules/mi_networks.py`):
+    /// no bias on the first layer (the BatchNorm after it removes any) nor on the shortcut, and
+    /// the shortcut drawn from `U(−0.01, 0.01)` with ones on its diagonal, so the encoding starts
+    /// as a noisy copy of the input — the nonlinear block learns a correction to it.
+    pub fn official(input: usize, width: usize, device: &Device) -> Self {
+        let l = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let mut shortcut = l(input, width, false);
+        if width >= input {
+            // burn's weight is `[input, width]`: unit `i` of the output copies input `i`.
+            let noise = Tensor::<2>::random([input, width], burn::tensor::Distribution::Uniform(-0.01, 0.01), device);
+            let mut eye = vec![0f32; input * width];
+            (0..input).for_each(|i| eye[i * width + i] = 1.0);
+            let eye = Tensor::<1>::from_floats(eye.as_slice(), device).reshape([input, width]);
+            shortcut.weight = burn::module::Param::from_tensor(noise * (eye.clone().neg() + 1.0) + eye);
+        }
+        Self { block1: l(input, width, false), bn: BatchNormConfig::new(width).init(device), block2: l(width, width, true), shortcut }
+    }
+
     /// `x`: `[N, input]` → `[N, width]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.block2.forward(relu(self.bn.forward(self.block1.forward(x.clone())))) + self.shortcut.forward(x)
@@ -162,6 +184,79 @@ impl EncodeDotCritic {
     }
 }
 
+/// The official `MI1x1ConvNet`: [`MiNet`] (official initialisation) followed by a LayerNorm
+/// over the `W` units of each row.
+#[derive(Module, Debug)]
+pub struct MiNetLn {
+    pub net: MiNet,
+    pub ln: LayerNorm,
+}
+
+impl MiNetLn {
+    pub fn new(input: usize, width: usize, device: &Device) -> Self {
+        Self { net: MiNet::official(input, width, device), ln: LayerNormConfig::new(width).init(device) }
+    }
+
+    /// `ln(relu(bn(x·W₁))·W₂ + b₂ + x·Wₛ)`, BatchNorm folded ([`MiNet::hidden_folded`]).
+    pub fn forward(&self, x: Tensor<2>, bf16: bool) -> Tensor<2> {
+        let net = &self.net;
+        let hidden = net.hidden_folded(x.clone(), bf16);
+        let mut z = super::product(hidden, net.block2.weight.val(), bf16) + super::product(x, net.shortcut.weight.val(), bf16);
+        for b in [&net.block2.bias, &net.shortcut.bias].into_iter().flatten() {
+            let width = b.dims()[0];
+            z = z + b.val().reshape([1, width]);
+        }
+        self.ln.forward(z)
+    }
+
+    /// The layers as written, one after another (the reference [`Self::forward`] is tested on).
+    pub fn forward_direct(&self, x: Tensor<2>) -> Tensor<2> {
+        self.ln.forward(self.net.forward(x))
+    }
+}
+
+/// Encode-and-dot as the official code computes it: both encodings end in a LayerNorm, so the
+/// score `s = ln(l)·ln(g)ᵀ` is no longer linear in the local net's hidden layer and cannot be
+/// reassociated as [`EncodeDotCritic::scores`] is: the `W×W` layer runs on every one of the
+/// `B·M·M` rows (64× the multiply-adds of the reassociated form for an 8×8 map). The price of
+/// fidelity; [`EncodeDotCritic`] is the fast form without the LayerNorm.
+///
+/// Why the LayerNorm may matter: it fixes each encoding's scale (unit variance over its `W`
+/// units, then a learned per-unit gain), so the critic cannot raise its scores by growing the
+/// encodings alone; without it the bound can saturate on scale rather than on information.
+#[derive(Module, Debug)]
+pub struct EncodeDotLnCritic {
+    pub local: MiNetLn,
+    pub global: MiNetLn,
+    /// The local encoding's and the score's products in bf16 (set by `DimModelConfig`).
+    #[module(skip)]
+    pub bf16_products: bool,
+}
+
+impl EncodeDotLnCritic {
+    pub fn new(local_channels: usize, y_dim: usize, width: usize, device: &Device) -> Self {
+        Self { local: MiNetLn::new(local_channels, width, device), global: MiNetLn::new(y_dim, width, device), bf16_products: false }
+    }
+
+    /// Scores of every (Y, image location) pair: `s = g·lᵀ`, computed as `sᵀ = l·gᵀ` and transposed
+    /// (the large operand on the left: its gradient comes back contiguous).
+    pub fn scores(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
+        let [b, _, h, w] = local.dims();
+        let l = self.local.forward(local_rows(local), self.bf16_products); // [B·hw, W]
+        let g = self.global.forward(y, false); // [B, W]
+        let s = super::product(l, g.transpose(), self.bf16_products).transpose(); // [B, B·hw]
+        Scores::from_matrix(s.reshape([b, b, h * w]))
+    }
+
+    /// The literal form: every layer as written (BatchNorm not folded), then the dot product.
+    pub fn scores_direct(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
+        let [b, _, h, w] = local.dims();
+        let l = self.local.forward_direct(local_rows(local));
+        let g = self.global.forward_direct(y);
+        Scores::from_matrix(g.matmul(l.transpose()).reshape([b, b, h * w]))
+    }
+}
+
 /// A local map `[B, C, H, W]` as rows ordered (image, location): `[B·H·W, C]`.
 fn local_rows(local: Tensor<4>) -> Tensor<2> {
     nchw_to_rows(local).0
@@ -201,6 +296,7 @@ impl ConcatConvCritic {
 pub enum LocalCritic {
     EncodeDot(EncodeDotCritic),
     ConcatConv(ConcatConvCritic),
+    EncodeDotLn(EncodeDotLnCritic),
 }
 
 impl LocalCritic {
@@ -208,12 +304,14 @@ impl LocalCritic {
         match kind {
             LocalCriticKind::EncodeDot => Self::EncodeDot(EncodeDotCritic::new(local_channels, y_dim, width, device)),
             LocalCriticKind::ConcatConv => Self::ConcatConv(ConcatConvCritic::new(local_channels, y_dim, device)),
+            LocalCriticKind::EncodeDotLn => Self::EncodeDotLn(EncodeDotLnCritic::new(local_channels, y_dim, width, device)),
         }
     }
     pub fn scores(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
         match self {
             Self::EncodeDot(c) => c.scores(local, y),
             Self::ConcatConv(c) => c.scores(local, y),
+            Self::EncodeDotLn(c) => c.scores(local, y),
         }
     }
 }
@@ -490,12 +588,89 @@ mod tests {
         assert!(rel_diff(&values(net.hidden_folded(x, false)), &want) <= 1e-5);
     }
 
+    /// The LayerNorm critic (BatchNorm folded) gives the loss and every gradient of its literal
+    /// form (BatchNorm, LayerNorm, dot product, as written) within 1e-5, for each estimator.
+    #[test]
+    fn layer_norm_critic_matches_its_literal_form() {
+        use crate::objective::{Estimator, mi_lower_bound};
+        use burn::tensor::Distribution;
+        let d = Device::flex().autodiff();
+        // The first seed whose pre-activations all keep 1e-5 from the ReLU's kink (see above).
+        let (critic, local, y) = (3..40)
+            .map(|seed| {
+                d.seed(seed);
+                let critic = EncodeDotLnCritic::new(24, 8, 96, &d);
+                let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d));
+                let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d);
+                (critic, local, y)
+            })
+            .find(|(critic, local, y)| {
+                let pre = |n: &MiNet, x: Tensor<2>| values(n.bn.forward(n.block1.forward(x)));
+                let (a, b) = (pre(&critic.local.net, local_rows(local.clone())), pre(&critic.global.net, y.clone()));
+                a.iter().chain(&b).all(|v| v.abs() > 1e-5)
+            })
+            .expect("a seed with no pre-activation at the kink");
+        let (local, y) = (local.require_grad(), y.require_grad());
+        for est in [Estimator::Jsd, Estimator::InfoNce, Estimator::Dv] {
+            let fast = mi_lower_bound(&critic.scores(local.clone(), y.clone()), est);
+            let direct = mi_lower_bound(&critic.scores_direct(local.clone(), y.clone()), est);
+            let (lf, ld) = (values(fast.clone()), values(direct.clone()));
+            assert!((lf[0] - ld[0]).abs() <= 1e-5 * ld[0].abs().max(1.0), "{est:?}: loss {lf:?} vs {ld:?}");
+            let (gf, gd) = (fast.backward(), direct.backward());
+            let mut pairs = vec![
+                ("local map", values(local.grad(&gf).unwrap()), values(local.grad(&gd).unwrap())),
+                ("y", values(y.grad(&gf).unwrap()), values(y.grad(&gd).unwrap())),
+            ];
+            for n in [&critic.local, &critic.global] {
+                for (name, lin) in [("block1.weight", &n.net.block1), ("block2.weight", &n.net.block2), ("shortcut.weight", &n.net.shortcut)] {
+                    let w = lin.weight.val();
+                    pairs.push((name, values(w.grad(&gf).unwrap()), values(w.grad(&gd).unwrap())));
+                }
+                for (name, p) in [("bn.gamma", &n.net.bn.gamma), ("bn.beta", &n.net.bn.beta), ("ln.gamma", &n.ln.gamma)] {
+                    pairs.push((name, values(p.val().grad(&gf).unwrap()), values(p.val().grad(&gd).unwrap())));
+                }
+            }
+            for (name, a, b) in pairs {
+                let r = rel_diff(&a, &b);
+                assert!(r <= 1e-5, "{est:?}: gradient of {name} differs by {r:e} (relative)");
+            }
+        }
+    }
+
+    /// The official initialisation: no bias before the BatchNorm or on the shortcut, the shortcut
+    /// the identity plus noise within ±0.01, and every encoding's rows normalised by the LayerNorm.
+    #[test]
+    fn official_minet_starts_near_identity_and_ends_normalised() {
+        let d = Device::flex();
+        d.seed(1);
+        let n = MiNetLn::new(3, 5, &d);
+        assert!(n.net.block1.bias.is_none() && n.net.shortcut.bias.is_none() && n.net.block2.bias.is_some());
+        let w = values(n.net.shortcut.weight.val()); // [3, 5]
+        for (k, v) in w.iter().enumerate() {
+            let (i, j) = (k / 5, k % 5);
+            if i == j {
+                assert_eq!(*v, 1.0, "diagonal [{i}, {j}]");
+            } else {
+                assert!(v.abs() <= 0.01 && *v != 0.0, "off the diagonal [{i}, {j}]: {v}");
+            }
+        }
+        let x = Tensor::<2>::random([7, 3], burn::tensor::Distribution::Normal(0.0, 3.0), &d);
+        let out = values(n.forward(x, false));
+        for row in out.chunks(5) {
+            let mean = row.iter().sum::<f32>() / 5.0;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 5.0;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "row {row:?}: mean {mean}, var {var}");
+        }
+    }
+
     #[test]
     fn critic_shapes() {
         let d = Device::flex();
         let local = Tensor::<4>::random([4, 16, 8, 8], burn::tensor::Distribution::Default, &d);
         let y = Tensor::<2>::random([4, 8], burn::tensor::Distribution::Default, &d);
         let s = LocalCritic::new(LocalCriticKind::EncodeDot, 16, 8, 32, &d).scores(local.clone(), y.clone());
+        assert_eq!((s.pos.dims(), s.neg.dims()), ([4, 64], [4, 256]));
+        let s = LocalCritic::new(LocalCriticKind::EncodeDotLn, 16, 8, 32, &d).scores(local.clone(), y.clone());
         assert_eq!((s.pos.dims(), s.neg.dims()), ([4, 64], [4, 256]));
         let s = LocalCritic::new(LocalCriticKind::ConcatConv, 16, 8, 0, &d).scores(local.clone(), y.clone());
         assert_eq!((s.pos.dims(), s.neg.dims()), ([4, 64], [4, 64]));

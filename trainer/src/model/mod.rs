@@ -6,7 +6,7 @@ pub mod critic;
 pub mod encoder;
 
 use burn::prelude::*;
-pub use critic::{DistillCritic, GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
+pub use critic::{DistillCritic, EncodeDotLnCritic, GlobalCritic, LocalCritic, LocalCriticKind, PriorDiscriminator, Scores};
 pub use encoder::{EncoderConfig, EncoderNet, EncoderOutput};
 
 /// `a · b`, with the operands rounded to bf16 when `bf16` ([`bf16::matmul_bf16`]).
@@ -63,8 +63,10 @@ impl DimModel {
     /// Not part of a checkpoint: the run's config says it.
     pub fn set_bf16_products(&mut self, on: bool) {
         self.encoder.bf16_products = on;
-        if let Some(LocalCritic::EncodeDot(critic)) = &mut self.local {
-            critic.bf16_products = on;
+        match &mut self.local {
+            Some(LocalCritic::EncodeDot(critic)) => critic.bf16_products = on,
+            Some(LocalCritic::EncodeDotLn(critic)) => critic.bf16_products = on,
+            _ => {}
         }
     }
 }
