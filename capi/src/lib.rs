@@ -1,4 +1,4 @@
-//! The C API of dim-runtime (`libdim_runtime.so` / `.a`, header `include/dim_runtime.h`).
+//! The C API of dim-runtime (`libdim_runtime_c.so` / `.a`, header `include/dim_runtime.h`).
 //!
 //! An app on an ARM Linux board opens an encoder — an ONNX file (f32 or int8) run by tract, or an
 //! engine blob run by the no_std int8 engine — from a path or from bytes, and embeds images:

@@ -1,4 +1,4 @@
-//! The C example (`examples/c/embed.c`) compiled with a C compiler against `libdim_runtime.a`
+//! The C example (`examples/c/embed.c`) compiled with a C compiler against `libdim_runtime_c.a`
 //! and run: its rows equal `trainer embed`'s on the same images (`examples/c/expected.*.csv`,
 //! written by `trainer embed` from the PNG twins of the example's PPM / PGM files; the trainer's
 //! test `embed_matches_the_c_example_golden_rows` keeps those files current), for the int8
@@ -16,7 +16,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `libdim_runtime.a` of this build, beside the `deps/` folder this test runs from. `cargo test`
+/// `libdim_runtime_c.a` of this build, beside the `deps/` folder this test runs from. `cargo test`
 /// builds the library as an rlib only, so the static library is built here by cargo, for this
 /// test's target and profile (everything it needs is already compiled: it only links).
 fn static_lib() -> PathBuf {
@@ -34,7 +34,7 @@ fn static_lib() -> PathBuf {
     }
     let out = cargo.output().expect("cargo");
     assert!(out.status.success(), "cargo build -p dim-capi failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let lib = dir.join("libdim_runtime.a");
+    let lib = dir.join("libdim_runtime_c.a");
     assert!(lib.exists(), "{} is missing after cargo build -p dim-capi", lib.display());
     lib
 }

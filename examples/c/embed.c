@@ -6,7 +6,7 @@
  * Prints `IMAGE y0 y1 ...` (floats with 9 significant digits: exact for f32). Exit status 0 on
  * success; 1 with dim_last_error()'s message on stderr otherwise. Build (see README "C API"):
  *
- *   cc -O2 -I capi/include examples/c/embed.c $TARGET/release/libdim_runtime.a -lm -lpthread -ldl -o embed
+ *   cc -O2 -I capi/include examples/c/embed.c $TARGET/release/libdim_runtime_c.a -lm -lpthread -ldl -o embed
  */
 #include <stdio.h>
 #include <stdlib.h>

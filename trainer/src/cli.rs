@@ -702,9 +702,9 @@ mod tests {
         for (args, why) in [
             ("fit --epochs 0", "at least 1"),
             ("fit --batch-size 0", "at least 1"),
-            ("fit --learning-rate -1e-4", "> 0"),
+            ("fit --learning-rate=-1e-4", "> 0"),
             ("fit --learning-rate nan", "finite"),
-            ("fit --gamma -0.1", "≥ 0"),
+            ("fit --gamma=-0.1", "≥ 0"),
             ("fit --adam-beta1 1", "[0, 1)"),
             ("eval --model m --train t --probe-epochs 0", "at least 1"),
             ("eval --model m --train t --max-images 0", "at least 1"),
@@ -712,7 +712,8 @@ mod tests {
             ("prototypes --model m --images i --false-positive-rate 1", "between 0 and 1"),
         ] {
             let err = parse(args).expect_err(args);
-            let flag = args.split_whitespace().rev().nth(1).unwrap();
+            let last = args.split_whitespace().last().unwrap();
+            let flag = last.split_once('=').map_or_else(|| args.split_whitespace().rev().nth(1).unwrap(), |(f, _)| f);
             assert!(err.contains(flag) && err.contains(why), "{args}: {err}");
         }
         for ok in ["fit --epochs 1 --learning-rate 1e-3 --gamma 0 --adam-beta1 0.5 --warmup-epochs 0", "eval --model m --train t --max-images 10"] {

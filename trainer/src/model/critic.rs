@@ -489,6 +489,33 @@ mod tests {
         v.iter().fold(0f32, |m, x| m.max(x.abs()))
     }
 
+    /// The hidden pre-activations `bn(x·W₁)` of a net, where its ReLU has its kink.
+    fn pre_activations(net: &MiNet, x: Tensor<2>) -> Vec<f32> {
+        values(net.bn.forward(net.block1.forward(x)))
+    }
+
+    /// A critic and inputs (a non-negative local map with a mean, as a ReLU map gives, and Y)
+    /// from the first seed from `first` whose pre-activations (`pre`) all keep 1e-5 from the
+    /// kink, with the inputs tracked for gradients.
+    fn draw_away_from_kink<C>(
+        first: u64,
+        d: &Device,
+        make: impl Fn(&Device) -> C,
+        pre: impl Fn(&C, Tensor<4>, Tensor<2>) -> Vec<Vec<f32>>,
+    ) -> (C, Tensor<4>, Tensor<2>) {
+        use burn::tensor::Distribution;
+        let (critic, local, y) = (first..first + 30)
+            .map(|seed| {
+                d.seed(seed);
+                let critic = make(d);
+                let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), d));
+                (critic, local, Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), d))
+            })
+            .find(|(c, local, y)| pre(c, local.clone(), y.clone()).iter().flatten().all(|v| v.abs() > 1e-5))
+            .expect("a seed with no pre-activation at the kink");
+        (critic, local.require_grad(), y.require_grad())
+    }
+
     /// The reassociated encode-and-dot scores (BatchNorm folded) give the loss and every gradient
     /// of the literal form within 1e-5, for each estimator, with non-zero biases.
     ///
@@ -499,24 +526,9 @@ mod tests {
     #[test]
     fn reassociated_scores_match_the_direct_form() {
         use crate::objective::{Estimator, mi_lower_bound};
-        use burn::tensor::Distribution;
         let d = Device::flex().autodiff();
-        // The first seed from 11 whose pre-activations all keep 1e-5 from the kink.
-        let (critic, local, y) = (11..40)
-            .map(|seed| {
-                d.seed(seed);
-                let critic = EncodeDotCritic::new(24, 8, 96, &d);
-                // Non-negative features with a mean, as a ReLU map gives.
-                let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d));
-                let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d);
-                (critic, local, y)
-            })
-            .find(|(critic, local, _)| {
-                let pre = values(critic.local.bn.forward(critic.local.block1.forward(local_rows(local.clone()))));
-                pre.iter().all(|v| v.abs() > 1e-5)
-            })
-            .expect("a seed with no pre-activation at the kink");
-        let (local, y) = (local.require_grad(), y.require_grad());
+        let (critic, local, y) =
+            draw_away_from_kink(11, &d, |d| EncodeDotCritic::new(24, 8, 96, d), |c, local, _| vec![pre_activations(&c.local, local_rows(local))]);
         assert!(values(critic.local.block2.bias.as_ref().unwrap().val()).iter().any(|v| *v != 0.0), "the test needs non-zero biases");
         for est in [Estimator::Jsd, Estimator::InfoNce, Estimator::Dv] {
             let fast = mi_lower_bound(&critic.scores(local.clone(), y.clone()), est);
@@ -593,24 +605,13 @@ mod tests {
     #[test]
     fn layer_norm_critic_matches_its_literal_form() {
         use crate::objective::{Estimator, mi_lower_bound};
-        use burn::tensor::Distribution;
         let d = Device::flex().autodiff();
-        // The first seed whose pre-activations all keep 1e-5 from the ReLU's kink (see above).
-        let (critic, local, y) = (3..40)
-            .map(|seed| {
-                d.seed(seed);
-                let critic = EncodeDotLnCritic::new(24, 8, 96, &d);
-                let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d));
-                let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d);
-                (critic, local, y)
-            })
-            .find(|(critic, local, y)| {
-                let pre = |n: &MiNet, x: Tensor<2>| values(n.bn.forward(n.block1.forward(x)));
-                let (a, b) = (pre(&critic.local.net, local_rows(local.clone())), pre(&critic.global.net, y.clone()));
-                a.iter().chain(&b).all(|v| v.abs() > 1e-5)
-            })
-            .expect("a seed with no pre-activation at the kink");
-        let (local, y) = (local.require_grad(), y.require_grad());
+        let (critic, local, y) = draw_away_from_kink(
+            3,
+            &d,
+            |d| EncodeDotLnCritic::new(24, 8, 96, d),
+            |c, local, y| vec![pre_activations(&c.local.net, local_rows(local)), pre_activations(&c.global.net, y)],
+        );
         for est in [Estimator::Jsd, Estimator::InfoNce, Estimator::Dv] {
             let fast = mi_lower_bound(&critic.scores(local.clone(), y.clone()), est);
             let direct = mi_lower_bound(&critic.scores_direct(local.clone(), y.clone()), est);
