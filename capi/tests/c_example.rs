@@ -49,11 +49,13 @@ fn c_compiler() -> String {
 
 /// Runs `exe args`; an ARM program started from an emulated process goes through QEMU.
 fn run(exe: &Path, args: &[PathBuf]) -> std::process::Output {
+    let qemu = || Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe).args(args).output().expect("qemu-aarch64 (scripts/setup installs it)");
     match Command::new(exe).args(args).output() {
-        Err(e) if e.raw_os_error() == Some(8) => {
-            // ENOEXEC: this process is itself emulated (no binfmt handler for ARM programs).
-            Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe).args(args).output().expect("qemu-aarch64 (scripts/setup installs it)")
-        }
+        // This process is itself emulated and the host has no binfmt handler for ARM programs:
+        // the exec fails with ENOEXEC, or — when the spawn's error cannot travel back through
+        // QEMU's emulated vfork — as a child that exits 127 having printed nothing.
+        Err(e) if cfg!(target_arch = "aarch64") && e.raw_os_error() == Some(8) => qemu(),
+        Ok(out) if cfg!(target_arch = "aarch64") && out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty() => qemu(),
         r => r.expect("the compiled example runs"),
     }
 }
@@ -89,7 +91,7 @@ fn c_example_prints_what_trainer_embed_writes() {
     for (model, expected) in [("encoder.int8.onnx", "expected.int8.csv"), ("encoder.blob", "expected.blob.csv")] {
         let args: Vec<PathBuf> = std::iter::once(root.join("models/tiny").join(model)).chain(images.iter().cloned()).collect();
         let out = run(&exe, &args);
-        assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{model}: {} ({})", String::from_utf8_lossy(&out.stderr), out.status);
         let got = rows(&String::from_utf8_lossy(&out.stdout), false);
         let want = rows(&std::fs::read_to_string(root.join("examples/c").join(expected)).unwrap(), true);
         assert_eq!(got.len(), 3, "{model}: one line per image");
