@@ -49,7 +49,8 @@ fn c_compiler() -> String {
 
 /// Runs `exe args`; an ARM program started from an emulated process goes through QEMU.
 fn run(exe: &Path, args: &[PathBuf]) -> std::process::Output {
-    let qemu = || Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe).args(args).output().expect("qemu-aarch64 (scripts/setup installs it)");
+    let qemu =
+        || Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe).args(args).output().expect("qemu-aarch64 (scripts/setup installs it)");
     match Command::new(exe).args(args).output() {
         // This process is itself emulated and the host has no binfmt handler for ARM programs:
         // the exec fails with ENOEXEC, or — when the spawn's error cannot travel back through
