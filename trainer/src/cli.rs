@@ -40,7 +40,8 @@ pub enum Command {
     /// cifar-10-binary.tar.gz), a folder of `<class>/*.png|jpg` images, or a folder / file of IDX
     /// images (MNIST, Fashion-MNIST; gz or raw). Without --data the built-in synthetic `shapes`
     /// set is used. Outputs go to OUT: config.json, metrics.jsonl, checkpoints/step-*/ and
-    /// checkpoints/latest. Defaults are the paper's DIM(L): JSD, α=0 β=1 γ=0.1, Adam 1e-4, batch 64.
+    /// checkpoints/latest. Defaults are the paper's DIM(L) (JSD, α=0 β=1 γ=0.1, Adam 1e-4,
+    /// batch 64) with the fast critic and β₁ 0.9; `--preset paper` is the official recipe exactly.
     Fit(FitArgs),
     /// Measure training throughput (images per second): the step on a synthetic batch, or the
     /// whole loop on --data; --breakdown shows where the step's time goes.
@@ -134,9 +135,10 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct FitArgs {
-    /// Start from a named recipe (configs/presets/): `paper` — the paper's DIM(L), also the
-    /// defaults; `fast` — the recipe study's winner per CPU-hour (tiny, InfoNCE, W=128, Adam
-    /// 1e-3; docs/recipes.md). --config and flags override it. New runs only.
+    /// Start from a named recipe (configs/presets/): `paper` — the official DIM(L) code's recipe
+    /// item by item (the defaults plus its LayerNorm critic `encode-dot-ln` and Adam β₁ 0.5;
+    /// docs/DESIGN.md has the table); `fast` — the tiny study's winner per CPU-hour (tiny,
+    /// InfoNCE, W=128, Adam 1e-3; docs/recipes.md). --config and flags override it. New runs only.
     #[arg(long, value_parser = choice::<Preset>(&Preset::NAMES))]
     pub preset: Option<Preset>,
     /// TOML or JSON file of config fields (see OUT/config.json of any run); flags override it.
@@ -656,7 +658,9 @@ impl From<&QuantizeArgs> for QuantizeOptions {
 pub fn fit_defaults() -> String {
     let config = serde_json::to_value(TrainConfig::new()).expect("the config serialises");
     let fields = config.as_object().expect("a table").iter().map(|(k, v)| format!("  {k} = {v}")).collect::<Vec<_>>().join("\n");
-    format!("Defaults (the paper's DIM(L); --config FILE, then flags, override them):\n{fields}")
+    format!(
+        "Defaults (the paper's DIM(L) but for the critic encode-dot and Adam β₁ 0.9: --preset paper has the official ones; --config FILE, then flags, override them):\n{fields}"
+    )
 }
 
 /// Parses the command line, with `fit --help` showing [`fit_defaults`].
