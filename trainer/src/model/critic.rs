@@ -86,6 +86,11 @@ impl MiNet {
         Self { block1: l(input, width, false), bn: BatchNormConfig::new(width).init(device), block2: l(width, width, true), shortcut }
     }
 
+    /// The bias of the output, `b₂ + bₛ` (either may be absent; `None` when both are).
+    fn output_bias(&self) -> Option<Tensor<1>> {
+        [&self.block2.bias, &self.shortcut.bias].into_iter().flatten().map(|p| p.val()).reduce(|a, b| a + b)
+    }
+
     /// `x`: `[N, input]` → `[N, width]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.block2.forward(relu(self.bn.forward(self.block1.forward(x.clone())))) + self.shortcut.forward(x)
@@ -166,8 +171,7 @@ impl EncodeDotCritic {
         let ws_gt = super::product(net.shortcut.weight.val(), g.clone().transpose(), bf16); // [C, B]
         let s_t = super::product(hidden, w2_gt, bf16) + super::product(rows, ws_gt, bf16); // [B·hw, B]
         let mut s = s_t.transpose(); // [B, B·hw]
-        let bias = [&net.block2.bias, &net.shortcut.bias].into_iter().flatten().map(|p| p.val()).reduce(|a, b| a + b);
-        if let Some(bias) = bias {
+        if let Some(bias) = net.output_bias() {
             let width = bias.dims()[0];
             s = s + g.matmul(bias.reshape([width, 1])); // [B, 1], broadcast over locations
         }
@@ -201,11 +205,14 @@ impl MiNetLn {
     pub fn forward(&self, x: Tensor<2>, bf16: bool) -> Tensor<2> {
         let net = &self.net;
         let hidden = net.hidden_folded(x.clone(), bf16);
-        let mut z = super::product(hidden, net.block2.weight.val(), bf16) + super::product(x, net.shortcut.weight.val(), bf16);
-        for b in [&net.block2.bias, &net.shortcut.bias].into_iter().flatten() {
-            let width = b.dims()[0];
-            z = z + b.val().reshape([1, width]);
-        }
+        let z = super::product(hidden, net.block2.weight.val(), bf16) + super::product(x, net.shortcut.weight.val(), bf16);
+        let z = match net.output_bias() {
+            Some(b) => {
+                let width = b.dims()[0];
+                z + b.reshape([1, width])
+            }
+            None => z,
+        };
         self.ln.forward(z)
     }
 
