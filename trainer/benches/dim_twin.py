@@ -60,12 +60,12 @@ class Encoder(nn.Module):
 class MI1x1ConvNet(nn.Module):
     """cortex_DIM/nn_modules/mi_networks.py, as written there."""
 
-    def __init__(self, n_input, n_units):
+    def __init__(self, n_input, n_units, layer_norm=True):
         super().__init__()
         self.block_nonlinear = nn.Sequential(
             nn.Conv2d(n_input, n_units, 1, bias=False), nn.BatchNorm2d(n_units), nn.ReLU(),
             nn.Conv2d(n_units, n_units, 1, bias=True))
-        self.ln = nn.LayerNorm(n_units)
+        self.ln = nn.LayerNorm(n_units) if layer_norm else nn.Identity()  # `--no-ln`: the study's row
         self.linear_shortcut = nn.Conv2d(n_input, n_units, 1, bias=False)
         if n_units >= n_input:
             eye = torch.zeros(n_units, n_input, 1, 1, dtype=torch.bool)
@@ -87,7 +87,7 @@ def fenchel_dual_jsd(l, m):
     log2 = math.log(2.0)
     e_pos = (log2 - F.softplus(-u)).mean(2).mean(2)
     e_neg = (F.softplus(-u) + u - log2).mean(2).mean(2)
-    mask = torch.eye(n)
+    mask = torch.eye(n, device=u.device)
     e_pos = (e_pos * mask).sum() / mask.sum()
     e_neg = (e_neg * (1 - mask)).sum() / (1 - mask).sum()
     return e_neg - e_pos
@@ -100,7 +100,7 @@ def infonce(l, m):
     u_p = torch.matmul(l_p, m).unsqueeze(2)  # [N, locals, 1, 1]
     u_n = torch.mm(m_p.reshape(-1, units), l_p.reshape(-1, units).t())
     u_n = u_n.reshape(n, 1, n, n_locals).permute(0, 2, 3, 1)
-    mask = torch.eye(n)[:, :, None, None]
+    mask = torch.eye(n, device=l.device)[:, :, None, None]
     u_n = (1 - mask) * u_n - 10.0 * mask
     u_n = u_n.reshape(n, n * n_locals, 1).unsqueeze(1).expand(-1, n_locals, -1, -1)
     pred = F.log_softmax(torch.cat([u_p, u_n], dim=2), dim=2)
@@ -124,11 +124,11 @@ def gradient_penalty(d, x):
 
 
 class Twin(nn.Module):
-    def __init__(self, width):
+    def __init__(self, width, layer_norm=True):
         super().__init__()
         self.encoder = Encoder()
-        self.local_net = MI1x1ConvNet(128, width)
-        self.global_net = MI1x1ConvNet(64, width)
+        self.local_net = MI1x1ConvNet(128, width, layer_norm)
+        self.global_net = MI1x1ConvNet(64, width, layer_norm)
 
     def dim_loss(self, x, estimator):
         local, _, _, y = self.encoder(x)
@@ -151,49 +151,160 @@ class Export(nn.Module):
         return y, conv, fc
 
 
-def load_split(folder):
-    raw = np.fromfile(os.path.join(folder, "train.u8"), dtype=np.uint8)
-    images = raw.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2)  # HWC -> CHW
-    return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
+def load_split(folder, part="train"):
+    """`trainer data split`'s arrays: uint8 images [N, 32, 32, 3] (HWC) and int64 labels [N]."""
+    images = np.fromfile(os.path.join(folder, f"{part}.u8"), dtype=np.uint8).reshape(-1, 32, 32, 3)
+    labels = np.fromfile(os.path.join(folder, f"{part}.labels"), dtype=np.uint8).astype(np.int64)
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def main():
+def to_input(images):
+    """uint8 HWC -> float CHW in [-1, 1], as `fit`'s loader scales them."""
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def augment(images, padding, hflip, generator):
+    """`fit`'s `Augment` on a uint8 HWC batch: a random 32x32 crop of the image zero-padded by
+    `padding` on every side, then a horizontal flip with probability 0.5 (data/src/loader.rs)."""
+    n, dev = images.shape[0], images.device
+    ox = torch.randint(-padding, padding + 1, (n,), generator=generator, device=dev) if padding else torch.zeros(n, dtype=torch.long, device=dev)
+    oy = torch.randint(-padding, padding + 1, (n,), generator=generator, device=dev) if padding else torch.zeros(n, dtype=torch.long, device=dev)
+    xs = torch.arange(32, device=dev).expand(n, 32)
+    if hflip:
+        flip = torch.rand(n, generator=generator, device=dev) < 0.5
+        xs = torch.where(flip[:, None], 31 - xs, xs)
+    sx, sy = xs + ox[:, None], torch.arange(32, device=dev)[None, :] + oy[:, None]
+    padded = F.pad(images, (0, 0, padding, padding, padding, padding))  # zeros around H and W
+    rows = torch.arange(n, device=dev)[:, None, None]
+    return padded[rows, (sy + padding)[:, :, None], (sx + padding)[:, None, :]]
+
+
+def learning_rate_at(a, step, steps_per_epoch, epochs):
+    """`TrainConfig::learning_rate_at`: linear warm-up over `warmup_epochs`, then cosine to 0 at `epochs`."""
+    epoch = step / steps_per_epoch
+    warm = min(1.0, (epoch + 1.0 / steps_per_epoch) / a.warmup_epochs) if a.warmup_epochs > 0 else 1.0
+    decay = 1.0
+    if a.cosine:
+        t = min(1.0, max(0.0, (epoch - a.warmup_epochs) / max(epochs - a.warmup_epochs, 1e-9)))
+        decay = 0.5 * (1.0 + math.cos(math.pi * t))
+    return a.lr * warm * decay
+
+
+@torch.no_grad()
+def features(encoder, images, layer, batch=1000):
+    """The encoder's `layer` (conv, fc or y) on uint8 images, in eval mode (as exported)."""
+    was = encoder.training
+    encoder.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        _, conv, fc, y = encoder(to_input(images[i:i + batch]))
+        out.append({"conv": conv.flatten(1), "fc": fc, "y": y}[layer])
+    encoder.train(was)
+    return torch.cat(out)
+
+
+def project_probe(xtr, ytr, xte, yte, epochs=20, seed=0):
+    """`trainer eval`'s nonlinear probe (trainer/src/probe.rs `train_probe`): features standardised
+    by the train statistics, linear 200 -> BatchNorm -> dropout 0.1 -> ReLU -> linear 10, Adam 1e-4,
+    batch 64 (a last batch of one skipped), `epochs` epochs; the last epoch's test accuracy (%)."""
+    mean, std = xtr.mean(0), xtr.std(0, unbiased=False)
+    xtr, xte = (xtr - mean) / (std + 1e-6), (xte - mean) / (std + 1e-6)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    probe = nn.Sequential(nn.Linear(xtr.shape[1], 200), nn.BatchNorm1d(200), nn.Dropout(0.1), nn.ReLU(),
+                          nn.Linear(200, int(ytr.max()) + 1)).to(xtr.device)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-4, **({"fused": True} if xtr.is_cuda else {}))
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=g).to(xtr.device)
+        for b in range(0, len(xtr), 64):
+            idx = order[b:b + 64]
+            if len(idx) < 2:
+                continue
+            loss = F.cross_entropy(probe(xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    probe.eval()
+    with torch.no_grad():
+        return 100.0 * (probe(xte).argmax(1) == yte).float().mean().item()
+
+
+def export_onnx(encoder, path):
+    """`trainer export`'s interface on CPU float32, written atomically."""
+    encoder = encoder.float().cpu().eval()
+    torch.onnx.export(Export(encoder), torch.zeros(1, 3, 32, 32), path + ".tmp", input_names=["image"],
+                      output_names=["y", "relu3", "fc_relu"], dynamic_axes={"image": {0: "n"}, "y": {0: "n"}, "relu3": {0: "n"}, "fc_relu": {0: "n"}},
+                      opset_version=13, dynamo=False)
+    os.replace(path + ".tmp", path)
+
+
+def parse():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--split", required=True, help="folder written by `trainer data split`")
+    ap.add_argument("--split", help="folder written by `trainer data split`")
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--estimator", choices=["jsd", "infonce"], default="jsd")
+    ap.add_argument("--no-ln", action="store_true", help="the critic without its LayerNorm (a study row)")
     ap.add_argument("--gamma", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--beta1", type=float, default=0.5)
+    ap.add_argument("--warmup-epochs", type=float, default=0.0)
+    ap.add_argument("--cosine", action="store_true", help="cosine decay to 0 at the last epoch (with --minutes: the epochs the first epoch's speed predicts)")
+    ap.add_argument("--crop-padding", type=int, default=0)
+    ap.add_argument("--hflip", action="store_true")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    os.makedirs(a.out, exist_ok=True)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the study on a lent GPU)")
+    ap.add_argument("--minutes", type=float, default=0.0, help="also stop at the first epoch end this many minutes after the start (probes included)")
+    ap.add_argument("--probe-at", default="", help="epochs after which to score fc with the project probe (comma-separated; the last epoch is always scored when given)")
+    ap.add_argument("--save-encoder", action="store_true", help="write the encoder as a float16 state dict, encoder.f16.pt (small enough to bring back from a device)")
+    ap.add_argument("--export-from", help="only convert an encoder.f16.pt to OUT/encoder.onnx")
+    return ap.parse_args()
+
+
+def train(a):
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(a.seed)
-    images = load_split(a.split)
-    model, disc = Twin(a.width), Discriminator()
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(a.beta1, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=a.lr, betas=(a.beta1, 0.999))
-    ckpt, start = os.path.join(a.out, "twin.pt"), 0
+    images, labels = load_split(a.split)
+    images = images.to(dev)
+    probe_at = {int(e) for e in a.probe_at.split(",") if e}
+    valid = None
+    if probe_at:
+        vimg, vlab = load_split(a.split, "valid")
+        valid = (labels.to(dev), vimg.to(dev), vlab.to(dev))
+    model, disc = Twin(a.width, not a.no_ln).to(dev), Discriminator().to(dev)
+    fused = {"fused": True} if dev.type == "cuda" else {}
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(a.beta1, 0.999), **fused)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=a.lr, betas=(a.beta1, 0.999), **fused)
+    ckpt, start, horizon, trained = os.path.join(a.out, "twin.pt"), 0, a.epochs, 0.0
     if os.path.exists(ckpt):
-        s = torch.load(ckpt, weights_only=False)
+        s = torch.load(ckpt, weights_only=False, map_location=dev)
         model.load_state_dict(s["model"]), disc.load_state_dict(s["disc"])
         opt.load_state_dict(s["opt"]), opt_d.load_state_dict(s["opt_d"])
         torch.set_rng_state(s["rng"])
-        start = s["epoch"]
+        start, horizon, trained = s["epoch"], s.get("horizon", a.epochs), s.get("trained_seconds", 0.0)
         print(f"resumed after epoch {start}", flush=True)
+    aug = torch.Generator(device=dev).manual_seed(a.seed + 1)
+    started = time.time()
     per_epoch = len(images) // a.batch
-    for epoch in range(start, a.epochs):
+    epoch = start
+    while epoch < horizon:
         model.train()
-        order = torch.randperm(len(images))
-        t0, sums = time.time(), np.zeros(3)
+        order = torch.randperm(len(images)).to(dev)
+        t0, sums = time.time(), torch.zeros(3, device=dev)
         for b in range(per_epoch):
-            x = images[order[b * a.batch:(b + 1) * a.batch]]
+            lr = learning_rate_at(a, epoch * per_epoch + b, per_epoch, horizon)
+            for o in (opt, opt_d):
+                for group in o.param_groups:
+                    group["lr"] = lr
+            batch = images[order[b * a.batch:(b + 1) * a.batch]]
+            if a.crop_padding or a.hflip:
+                batch = augment(batch, a.crop_padding, a.hflip, aug)
+            x = to_input(batch)
             loss, y = model.dim_loss(x, a.estimator)
             total = loss
             if a.gamma > 0:
@@ -202,7 +313,7 @@ def main():
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
-            d_loss = torch.zeros(())
+            d_loss = torch.zeros((), device=dev)
             if a.gamma > 0:
                 p = torch.rand_like(q)
                 qd = q.detach()
@@ -211,25 +322,52 @@ def main():
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
-            sums += [loss.item(), total.item(), d_loss.item()]
-            if b % 100 == 0:
+            sums += torch.stack([loss.detach(), total.detach(), d_loss.detach()])
+            if b % 100 == 0 and dev.type == "cpu":
                 rate = (b + 1) * a.batch / (time.time() - t0)
                 print(f"epoch {epoch + 1} step {b}/{per_epoch} dim loss {loss.item():.4f} disc {d_loss.item():.4f} {rate:.0f} img/s", flush=True)
-        mean = sums / per_epoch
-        rec = dict(epoch=epoch + 1, dim_loss=mean[0], loss=mean[1], disc=mean[2], seconds=time.time() - t0)
+        mean = (sums / per_epoch).tolist()  # waits for the device: the epoch's time is real
+        seconds = time.time() - t0
+        trained += seconds
+        epoch += 1
+        if a.minutes and a.cosine and epoch <= 2:
+            # The cosine's end, from this epoch's speed, with a tenth of the time kept for the
+            # probes; set again after the second epoch, the first's being slowed by start-up.
+            horizon = min(a.epochs, epoch + max(1, int((0.9 * a.minutes * 60 - (time.time() - started)) / seconds)))
+        if a.minutes and time.time() - started >= a.minutes * 60:
+            horizon = epoch  # out of time: this epoch is the last, and is probed
+        rec = dict(epoch=epoch, dim_loss=mean[0], loss=mean[1], disc=mean[2], seconds=seconds, img_per_s=per_epoch * a.batch / seconds, lr=lr)
+        if valid is not None and (epoch in probe_at or epoch == horizon):
+            t1 = time.time()
+            ytr, vimg, vlab = valid
+            rec["probe_fc"] = project_probe(features(model.encoder, images, "fc"), ytr, features(model.encoder, vimg, "fc"), vlab)
+            rec["probe_seconds"] = time.time() - t1
         with open(os.path.join(a.out, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(rec) + "\n")
         print(json.dumps(rec), flush=True)
-        state = dict(model=model.state_dict(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict(), rng=torch.get_rng_state(), epoch=epoch + 1)
+        state = dict(model=model.state_dict(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict(), rng=torch.get_rng_state(),
+                     epoch=epoch, horizon=horizon, trained_seconds=trained)
         torch.save(state, ckpt + ".tmp")
         os.replace(ckpt + ".tmp", ckpt)
-    model.eval()
-    onnx = os.path.join(a.out, "encoder.onnx")
-    torch.onnx.export(Export(model.encoder), torch.zeros(1, 3, 32, 32), onnx + ".tmp", input_names=["image"],
-                      output_names=["y", "relu3", "fc_relu"], dynamic_axes={"image": {0: "n"}, "y": {0: "n"}, "relu3": {0: "n"}, "fc_relu": {0: "n"}},
-                      opset_version=13, dynamo=False)
-    os.replace(onnx + ".tmp", onnx)
-    print(f"wrote {onnx}")
+    if a.save_encoder:
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.encoder.state_dict().items()}, os.path.join(a.out, "encoder.f16.pt"))
+    export_onnx(model.encoder, os.path.join(a.out, "encoder.onnx"))
+    print(f"wrote {os.path.join(a.out, 'encoder.onnx')}", flush=True)
+
+
+def main():
+    a = parse()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    if a.export_from:
+        encoder = Encoder()
+        encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in torch.load(a.export_from).items()})
+        export_onnx(encoder, os.path.join(a.out, "encoder.onnx"))
+        return
+    if not a.split:
+        raise SystemExit("--split is required to train")
+    train(a)
 
 
 if __name__ == "__main__":
