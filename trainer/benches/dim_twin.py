@@ -362,7 +362,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     if a.export_from:
         encoder = Encoder()
-        encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in torch.load(a.export_from).items()})
+        encoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in torch.load(a.export_from, map_location="cpu").items()})
         export_onnx(encoder, os.path.join(a.out, "encoder.onnx"))
         return
     if not a.split:
