@@ -209,30 +209,40 @@ impl<'m> Session<'m> {
 }
 
 /// Splits the bytes of a serial line into command lines (`\n`-terminated, `\r` ignored), at
-/// most `N` bytes each: a longer line is answered with an error once it ends, not cut in two.
+/// most `N` bytes each: a longer line is answered with an error once it ends, not cut in two;
+/// so is a line during which the UART reported a lost or garbled byte ([`Lines::damage`]).
 #[derive(Debug, Default)]
 pub struct Lines<const N: usize> {
     buf: heapless::Vec<u8, N>,
     overflow: bool,
+    damaged: bool,
 }
 
 impl<const N: usize> Lines<N> {
     /// An empty buffer.
     pub const fn new() -> Self {
-        Self { buf: heapless::Vec::new(), overflow: false }
+        Self { buf: heapless::Vec::new(), overflow: false, damaged: false }
+    }
+
+    /// The receiver lost or garbled a byte of the line in progress (overrun, framing, noise):
+    /// the line is answered with an error when it ends instead of being run half-read.
+    pub fn damage(&mut self) {
+        self.damaged = true;
     }
 
     /// Takes one byte; at the end of a line, hands it (or why it is unusable) to `line`.
     pub fn push(&mut self, byte: u8, mut line: impl FnMut(Result<&str, &'static str>)) {
         match byte {
             b'\n' => {
-                if self.overflow {
+                if self.damaged {
+                    line(Err("the line lost bytes in transit"));
+                } else if self.overflow {
                     line(Err("the line is too long"));
                 } else {
                     line(core::str::from_utf8(&self.buf).map_err(|_| "the line is not UTF-8"));
                 }
                 self.buf.clear();
-                self.overflow = false;
+                (self.overflow, self.damaged) = (false, false);
             }
             b'\r' => {}
             _ => self.overflow |= self.buf.push(byte).is_err(),

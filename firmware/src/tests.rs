@@ -258,4 +258,21 @@ mod session {
         }
         assert_eq!(got, [Ok("embed".into()), Err("the line is too long"), Ok("enrol x".into()), Err("the line is not UTF-8")]);
     }
+
+    #[test]
+    fn a_damaged_line_is_refused_and_the_next_one_served() {
+        let mut lines = Lines::<8>::new();
+        let mut got: Vec<Result<String, &str>> = Vec::new();
+        for &b in b"emb" {
+            lines.push(b, |l| got.push(l.map(String::from)));
+        }
+        lines.damage(); // the UART lost a byte here
+        for &b in b"ed
+embed
+"
+        {
+            lines.push(b, |l| got.push(l.map(String::from)));
+        }
+        assert_eq!(got, [Err("the line lost bytes in transit"), Ok("embed".into())]);
+    }
 }

@@ -31,20 +31,26 @@ const M3: Core = Core { target: "thumbv7m-none-eabi", cpu: "cortex-m3", machine:
 
 /// Builds the firmware for `core` (once per target folder; cargo serialises concurrent builds).
 fn firmware_elf_for(core: Core) -> PathBuf {
+    build_firmware(core.target, &[], "dim-firmware")
+}
+
+/// Builds the firmware's binary `bin` for `target` with the extra cargo `args` (features).
+fn build_firmware(target: &str, args: &[&str], bin: &str) -> PathBuf {
     if Command::new("qemu-system-arm").arg("--version").output().is_err() {
         panic!("qemu-system-arm not found: run the suite with scripts/test, which installs it (Debian package qemu-system-arm)");
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = target_dir();
+    let dir = target_dir();
     let build = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "-p", "dim-firmware", "--target", core.target])
-        .env("CARGO_TARGET_DIR", &target)
+        .args(["build", "--release", "-p", "dim-firmware", "--target", target, "--bin", bin])
+        .args(args)
+        .env("CARGO_TARGET_DIR", &dir)
         .output()
         .unwrap();
     assert!(build.status.success(), "firmware build failed:\n{}", String::from_utf8_lossy(&build.stderr));
-    target.join(core.target).join("release/dim-firmware")
+    dir.join(target).join("release").join(bin)
 }
 
 /// Runs the firmware on `core` in QEMU (with more QEMU `options`) and, once it says `ready:`,
@@ -91,14 +97,9 @@ fn run_on(core: Core, input: &[u8], options: &[&str]) -> String {
     out
 }
 
-#[test]
-fn firmware_in_qemu_prints_tracts_embedding() {
-    // One instruction per virtual nanosecond: the firmware's SysTick profile counts instructions.
-    let out = run_on(M4, b"", &["-icount", "shift=0"]);
-    let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
-    let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
-
-    // tract, on the same image through the same int8 model, printed with the blob's scale.
+/// tract's embedding of the golden image through the same int8 model, printed with the blob's
+/// scale (what the firmware prints at start).
+fn tracts_golden_embedding() -> Vec<i8> {
     let rgb: dim_runtime::Rgb32 = std::fs::read(data("golden.rgb")).unwrap().try_into().unwrap();
     let mut input = vec![0f32; dim_runtime::INPUT_LEN];
     dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input).unwrap();
@@ -108,6 +109,17 @@ fn firmware_in_qemu_prints_tracts_embedding() {
     let model = dim_runtime::engine::Model::parse(&blob).unwrap();
     let mut want = vec![0i8; y.len()];
     model.quantize_output(&y, &mut want);
+    want
+}
+
+#[test]
+fn firmware_in_qemu_prints_tracts_embedding() {
+    // One instruction per virtual nanosecond: the firmware's SysTick profile counts instructions.
+    let out = run_on(M4, b"", &["-icount", "shift=0"]);
+    let line = out.lines().find_map(|l| l.strip_prefix("embedding: ")).unwrap_or_else(|| panic!("no embedding line in:\n{out}"));
+    let got: Vec<i8> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
+
+    let want = tracts_golden_embedding();
     assert_eq!(got.len(), want.len());
     let worst = got.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
     assert!(worst <= 1, "firmware {got:?}\ntract    {want:?}");
@@ -248,4 +260,112 @@ fn profile_on(core: Core) -> f64 {
     model.quantize_output(&tract, &mut want);
     assert_eq!(got, want, "{}: the firmware's embedding differs from tract's", core.cpu);
     per_mac
+}
+
+/// Runs the STM32F405 board firmware (ST's HAL, `firmware/src/bin/stm32f405.rs`) on QEMU's
+/// `netduinoplus2` with USART1 on QEMU's standard input and output. Once it says `ready:`, sends
+/// `input` and reads until `answers` lines have come back after `ready:` (the firmware serves
+/// forever, so QEMU is stopped then); returns everything it printed.
+fn run_stm32f405(input: &[u8], answers: usize) -> String {
+    use std::io::{BufRead, Write};
+    let elf = build_firmware("thumbv7em-none-eabihf", &["--no-default-features", "--features", "board-stm32f405"], "dim-firmware-stm32f405");
+    let mut child = Command::new("timeout")
+        .args(["300", "qemu-system-arm", "-machine", "netduinoplus2", "-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel"])
+        .arg(elf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let (mut all, mut after_ready) = (String::new(), None::<usize>);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        all += &line;
+        all.push('\n');
+        match after_ready {
+            // Bytes sent before the firmware enables its receiver are dropped by QEMU's USART.
+            None if line.starts_with("ready: ") => {
+                stdin.write_all(input).unwrap();
+                stdin.flush().unwrap();
+                after_ready = Some(0);
+            }
+            Some(n) => after_ready = Some(n + 1),
+            None => {}
+        }
+        if after_ready == Some(answers) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(after_ready, Some(answers), "QEMU netduinoplus2 stopped early:\n{all}");
+    all
+}
+
+/// The firmware on an STM32F405 through ST's HAL, over its USART: it starts from the shipped
+/// blob and prototypes in flash, prints tract's embedding of the golden image, answers frames
+/// with the host engine's embeddings and the host store's classifications, and answers every
+/// hostile line — too long, not hex, half a frame, not UTF-8, unknown — with an error line and
+/// goes on serving (the session still holds the last good frame).
+#[test]
+fn firmware_on_stm32f405_over_usart_matches_the_host_and_survives_hostile_lines() {
+    use dim_runtime::PrototypeStore;
+    use dim_runtime::prototypes::file::PrototypeFile;
+    let rgb = std::fs::read(data("golden-set.rgb")).unwrap();
+    let frames: Vec<&[u8]> = rgb.chunks_exact(dim_runtime::RGB32_LEN).take(4).collect();
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut script = Vec::new();
+    for f in &frames {
+        script.extend(format!("frame {}\nembed\nclassify\n", hex(f)).bytes());
+    }
+    script.extend("x".repeat(7000).bytes());
+    script.extend(b"\nframe ");
+    script.extend("zz".repeat(dim_runtime::RGB32_LEN).bytes());
+    script.extend(format!("\nframe {}\n", hex(&frames[0][..dim_runtime::RGB32_LEN / 2])).bytes());
+    script.extend(b"\xff\xfe\nlaunch\nembed\n");
+    let out = run_stm32f405(&script, 3 * frames.len() + 6);
+
+    assert!(out.starts_with("dim-firmware on STM32F405: sysclk 16000000 Hz\n"), "{out}");
+    let parse = |line: &str| -> Vec<i8> {
+        line.strip_prefix("embedding: ").unwrap_or_else(|| panic!("not an embedding: {line}")).split(',').map(|v| v.parse().unwrap()).collect()
+    };
+    let start = out.lines().nth(1).unwrap();
+    let want = tracts_golden_embedding();
+    let worst = parse(start).iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+    assert!(worst <= 1, "firmware {start}\ntract    {want:?}");
+
+    let blob = std::fs::read(data("encoder.blob")).unwrap();
+    let model = dim_runtime::engine::Model::parse(&blob).unwrap();
+    let protos_bytes = std::fs::read(data("prototypes.bin")).unwrap();
+    let protos = PrototypeFile::parse(&protos_bytes).unwrap();
+    let names: Vec<&str> = protos.label_names().collect();
+    let mut store = PrototypeStore::<64, 64>::new();
+    protos.load_into(&mut store).unwrap();
+    let host = |f: &[u8]| -> [i8; 64] {
+        let (mut arena, mut y, mut q) = (vec![0u8; model.arena_size()], [0f32; 64], [0i8; 64]);
+        model.run(f.try_into().unwrap(), &mut arena, &mut y).unwrap();
+        model.quantize_output(&y, &mut q);
+        q
+    };
+    let answers: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("ready: ")).skip(1).collect();
+    for (i, a) in answers.chunks(3).take(frames.len()).enumerate() {
+        let y = host(frames[i]);
+        assert_eq!((a[0], parse(a[1])), ("frame ok", y.to_vec()), "frame {i}");
+        let m = store.nearest(&y).unwrap();
+        let name = names[m.label as usize];
+        let want = if m.novelty > protos.threshold {
+            format!("novel novelty {:.4} nearest {name}", m.novelty)
+        } else {
+            format!("class {name} similarity {:.4} novelty {:.4}", m.similarity, m.novelty)
+        };
+        assert_eq!(a[2], want, "frame {i}");
+    }
+    let hostile = &answers[3 * frames.len()..];
+    assert_eq!(hostile[0], "error: the line is too long");
+    assert_eq!(hostile[1], "error: the frame holds a character that is not a hex digit");
+    assert_eq!(hostile[2], format!("error: a frame is {} hex digits (32×32 RGB), got {}", 2 * dim_runtime::RGB32_LEN, dim_runtime::RGB32_LEN));
+    assert_eq!(hostile[3], "error: the line is not UTF-8");
+    assert!(hostile[4].starts_with("error: unknown command \"launch\""), "{}", hostile[4]);
+    assert_eq!(parse(hostile[5]), host(frames[frames.len() - 1]).to_vec(), "the last good frame is kept");
 }

@@ -5,7 +5,8 @@
 //!   (convolution, matrix product, pooling) with its output shape, weight elements, multiply-adds
 //!   and output bytes. Totals count every constant of the file.
 //! - Engine blob: a row per layer as the no_std engine runs it, the arena it needs, and the
-//!   flash (the blob) and RAM (arena, input image, output) of a Cortex-M build.
+//!   flash (the blob) and RAM (arena, input image, output) of a Cortex-M build, and whether the
+//!   firmware with it fits the chips it is built for ([`CHIPS`]).
 
 use anyhow::Context;
 use std::path::Path;
@@ -116,6 +117,34 @@ fn blob(bytes: &[u8]) -> anyhow::Result<Inspection> {
     Ok(Inspection { kind: "engine blob", rows, constants, constant_bytes: bytes.len(), macs, file_bytes: bytes.len(), arena: Some(m.arena_size()) })
 }
 
+/// A microcontroller the firmware is built for: its flash and RAM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chip {
+    pub name: &'static str,
+    pub flash: usize,
+    pub ram: usize,
+}
+
+/// The chips `firmware/` builds for (their memory maps are `firmware/memory-*.x`).
+pub const CHIPS: [Chip; 2] = [
+    Chip { name: "STM32F405 (firmware --features board-stm32f405; QEMU netduinoplus2)", flash: 1024 * 1024, ram: 128 * 1024 },
+    Chip { name: "STM32H743 (firmware --features board-nucleo-h743; 128 KiB DTCM)", flash: 2048 * 1024, ram: 128 * 1024 },
+];
+
+/// Flash the STM32F405 firmware takes besides the blob: its code and constants, 64 KiB
+/// (`readelf -S` of the release build: 188 KiB of `.vector_table`, `.text` and `.rodata`, of which
+/// 121 KiB are the tiny blob and 3 KiB its golden image).
+pub const FIRMWARE_FLASH: usize = 64 * 1024;
+/// RAM the firmware takes besides the engine's arena: the 6,200-byte command line buffer, the
+/// session (64 prototypes of 64 values, 16 labels, the 3,072-byte frame) and the call stack. An
+/// allowance, not a measurement of the stack's depth.
+pub const FIRMWARE_RAM: usize = 24 * 1024;
+
+/// Whether the firmware running a blob of `blob` bytes with an arena of `arena` bytes fits `chip`.
+pub fn fits(chip: &Chip, blob: usize, arena: usize) -> bool {
+    blob + FIRMWARE_FLASH <= chip.flash && arena + FIRMWARE_RAM <= chip.ram
+}
+
 /// The report as Markdown: the table, the totals and what a device needs.
 pub fn table(i: &Inspection) -> String {
     let mut s = String::from("| layer | op | output | weights | MAC | output bytes |\n|---|---|---|---|---|---|\n");
@@ -133,6 +162,19 @@ pub fn table(i: &Inspection) -> String {
                 dim_runtime::RGB32_LEN,
                 i.rows.last().map_or(0, |r| r.activation_bytes)
             );
+            for chip in &CHIPS {
+                let verdict = if fits(chip, i.file_bytes, arena) { "fits" } else { "does NOT fit" };
+                s += &format!(
+                    "\n{}: {verdict} (flash {} of {} KiB: blob + {} KiB of firmware; RAM {} of {} KiB: arena + {} KiB of buffers and stack)",
+                    chip.name,
+                    (i.file_bytes + FIRMWARE_FLASH).div_ceil(1024),
+                    chip.flash / 1024,
+                    FIRMWARE_FLASH / 1024,
+                    (arena + FIRMWARE_RAM).div_ceil(1024),
+                    chip.ram / 1024,
+                    FIRMWARE_RAM / 1024
+                );
+            }
         }
         None => s += &format!("\nlargest activation: {largest} bytes; for a microcontroller, inspect the engine blob (`trainer quantize --blob`)"),
     }

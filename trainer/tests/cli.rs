@@ -371,6 +371,13 @@ fn inspect_counts_what_the_architecture_says() {
     let out = trainer().args(["inspect"]).arg(dir.join("encoder.blob")).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("RAM 16771 bytes = arena 13443 + input image 3072 + y 256"), "{text}");
+    // tiny's 121 KiB blob and 13 KiB arena fit both chips; a 2 MiB blob fits neither's flash
+    // beside the firmware, a 120 KiB arena neither's RAM.
+    assert!(text.contains("STM32F405 (firmware --features board-stm32f405; QEMU netduinoplus2): fits (flash 183 of 1024 KiB"), "{text}");
+    use dim_trainer::inspect::{CHIPS, fits};
+    for chip in &CHIPS {
+        assert!(fits(chip, 121_044, 13_443) && !fits(chip, 2 << 20, 13_443) && !fits(chip, 121_044, 120 << 10), "{}", chip.name);
+    }
     let bad = tempfile::NamedTempFile::with_suffix(".blob").unwrap();
     std::fs::write(bad.path(), b"not a blob").unwrap();
     let out = trainer().args(["inspect"]).arg(bad.path()).output().unwrap();

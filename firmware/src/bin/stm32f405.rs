@@ -1,0 +1,95 @@
+//! The firmware on an ST STM32F405 (Cortex-M4F, 1 MB flash, 128 KB RAM) through ST's HAL
+//! (`stm32f4xx-hal`, embedded-hal 1.0), its command session on **USART1** (PA9 TX, PA10 RX,
+//! 115,200 baud, 8N1) instead of semihosting: what a board without a debugger attached runs.
+//! `tests/tests/firmware_stm32f405.rs` runs it on QEMU's `netduinoplus2` (an STM32F405RG) with
+//! the USART on QEMU's standard input and output.
+//!
+//! At reset it prints `dim-firmware on STM32F405: sysclk <Hz>`, the golden image's embedding and
+//! `ready: <n> prototypes`, then answers one line per command line ([`dim_firmware::session`]).
+//! A host sends the next command after the answer to the last: while the engine runs (a few
+//! hundred milliseconds at 16 MHz) nothing reads the USART, so a byte sent then overruns and is
+//! lost (the session answers the damaged line with an error and goes on).
+//!
+//! **Clocks**: the internal 16 MHz oscillator (HSI) drives the core directly. QEMU 7.2 models no
+//! RCC on this chip (its registers read as zero), so the HAL's wait for the external crystal or
+//! the PLL to report ready would never end; the HSI needs no wait and is on every STM32F405. A
+//! board that wants 168 MHz sets `cfgr.use_hse(..).sysclk(168.MHz())` and runs the same code.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+#[cfg(target_os = "none")]
+mod board {
+    use core::fmt::Write;
+    use cortex_m_rt::entry;
+    use dim_firmware::session::{Lines, Session};
+    use dim_runtime::engine::Model;
+    use dim_runtime::prototypes::file::PrototypeFile;
+    use panic_halt as _;
+    use stm32f4xx_hal::pac::{self, USART1};
+    use stm32f4xx_hal::prelude::*;
+    use stm32f4xx_hal::serial::{Config, Rx, Tx};
+
+    /// The shipped `models/tiny` encoder, its golden image and prototypes, in flash.
+    static BLOB: &[u8] = include_bytes!("../../../models/tiny/encoder.blob");
+    static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../../models/tiny/golden.rgb");
+    static PROTOTYPES: &[u8] = include_bytes!("../../../models/tiny/prototypes.bin");
+    /// The engine's arena (tiny needs 13,443 bytes; the engine checks the size).
+    const ARENA: usize = 16 * 1024;
+    /// The longest command: `frame ` and 6,144 hex digits.
+    const LINE: usize = 6200;
+
+    #[entry]
+    fn main() -> ! {
+        let dp = pac::Peripherals::take().expect("the device peripherals are taken once, here");
+        let clocks = dp.RCC.constrain().cfgr.freeze(); // the HSI, no PLL: see the module doc
+        let gpioa = dp.GPIOA.split();
+        let serial = dp.USART1.serial((gpioa.pa9, gpioa.pa10), Config::default().baudrate(115_200.bps()), &clocks);
+        // The pins are USART1's and the baud rate fits any clock the HAL computes: it cannot fail.
+        let (mut tx, mut rx) = serial.expect("USART1 on PA9/PA10").split();
+        let _ = writeln!(tx, "dim-firmware on STM32F405: sysclk {} Hz", clocks.sysclk().raw());
+        if let Err(e) = serve(&mut tx, &mut rx) {
+            let _ = writeln!(tx, "error: {e}");
+        }
+        loop {
+            cortex_m::asm::wfi();
+        }
+    }
+
+    /// Prints the golden embedding, then serves the session until the power goes.
+    fn serve(tx: &mut Tx<USART1>, rx: &mut Rx<USART1>) -> Result<(), &'static str> {
+        let model = Model::parse(BLOB).map_err(|_| "the embedded blob does not parse")?;
+        let mut arena = [0u8; ARENA];
+        let mut q = [0i8; dim_firmware::MAX_DIM];
+        let d = dim_firmware::embed(&model, GOLDEN, &mut arena, &mut q).map_err(|_| "the engine failed on the golden image")?;
+        let _ = dim_firmware::write_embedding(tx, &q[..d]);
+        let protos = PrototypeFile::parse(PROTOTYPES).map_err(|_| "the embedded prototypes file does not parse")?;
+        let mut session = Session::new(model, Some(&protos)).map_err(|_| "the prototypes do not fit the session")?;
+        let _ = writeln!(tx, "ready: {} prototypes", session.prototypes());
+        let mut lines = Lines::<LINE>::new();
+        loop {
+            let byte = match nb::block!(rx.read()) {
+                Ok(b) => b,
+                // Overrun, framing, noise or parity: the line in progress is answered with an
+                // error when it ends, and the next one is served.
+                Err(_) => {
+                    lines.damage();
+                    continue;
+                }
+            };
+            lines.push(byte, |line| {
+                // A failed write is a lost answer on a line nobody reads: nothing to do but go on.
+                let _ = match line {
+                    Ok(cmd) => session.handle(cmd, &mut arena, tx),
+                    Err(e) => writeln!(tx, "error: {e}"),
+                };
+            });
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "dim-firmware-stm32f405 runs on an STM32F405: cargo build --release -p dim-firmware --target thumbv7em-none-eabihf --no-default-features --features board-stm32f405"
+    );
+}
