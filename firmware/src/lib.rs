@@ -30,6 +30,42 @@ pub fn embed(model: &Model, rgb: &dim_runtime::Rgb32, arena: &mut [u8], out: &mu
     Ok(d)
 }
 
+/// The longest command line the boards take: `frame ` and 6,144 hex digits.
+pub const LINE: usize = 6200;
+
+/// What a board's serial port gives the session: one received byte, or `Err` when the receiver
+/// lost or garbled one (overrun, framing, noise, parity).
+pub type ReadByte<'a> = &'a mut dyn FnMut() -> Result<u8, ()>;
+
+/// A board's main loop over its UART: prints the golden image's embedding and `ready: <n>
+/// prototypes`, then answers each command line read through `read` with one line on `tx`
+/// ([`session`]), for ever. Returns only why it could not start (a blob or prototypes file
+/// that does not parse or fit). A line during which the receiver reported an error is answered
+/// with an error line ([`session::Lines::damage`]).
+pub fn serve(blob: &[u8], golden: &dim_runtime::Rgb32, prototypes: &[u8], arena: &mut [u8], tx: &mut impl core::fmt::Write, read: ReadByte) -> &'static str {
+    use dim_runtime::prototypes::file::PrototypeFile;
+    let Ok(model) = Model::parse(blob) else { return "the embedded blob does not parse" };
+    let mut q = [0i8; MAX_DIM];
+    let Ok(d) = embed(&model, golden, arena, &mut q) else { return "the engine failed on the golden image" };
+    // A failed write is a lost line on a port nobody reads: nothing to do but go on.
+    let _ = write_embedding(tx, &q[..d]);
+    let Ok(protos) = PrototypeFile::parse(prototypes) else { return "the embedded prototypes file does not parse" };
+    let Ok(mut session) = session::Session::new(model, Some(&protos)) else { return "the prototypes do not fit the session" };
+    let _ = writeln!(tx, "ready: {} prototypes", session.prototypes());
+    let mut lines = session::Lines::<LINE>::new();
+    loop {
+        match read() {
+            Ok(byte) => lines.push(byte, |line| {
+                let _ = match line {
+                    Ok(cmd) => session.handle(cmd, arena, tx),
+                    Err(e) => writeln!(tx, "error: {e}"),
+                };
+            }),
+            Err(()) => lines.damage(),
+        }
+    }
+}
+
 /// Writes `embedding: v0,v1,…\n`.
 pub fn write_embedding(w: &mut impl core::fmt::Write, values: &[i8]) -> core::fmt::Result {
     w.write_str("embedding: ")?;

@@ -128,7 +128,7 @@ pub struct Chip {
 /// The chips `firmware/` builds for (their memory maps are `firmware/memory-*.x`).
 pub const CHIPS: [Chip; 2] = [
     Chip { name: "STM32F405 (firmware --features board-stm32f405; QEMU netduinoplus2)", flash: 1024 * 1024, ram: 128 * 1024 },
-    Chip { name: "STM32H743 (firmware --features board-nucleo-h743; 128 KiB DTCM)", flash: 2048 * 1024, ram: 128 * 1024 },
+    Chip { name: "STM32H743 (firmware --features board-nucleo-h743-hal; 128 KiB DTCM)", flash: 2048 * 1024, ram: 128 * 1024 },
 ];
 
 /// Flash the STM32F405 firmware takes besides the blob: its code and constants, 64 KiB

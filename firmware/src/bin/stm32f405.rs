@@ -21,13 +21,8 @@
 mod board {
     use core::fmt::Write;
     use cortex_m_rt::entry;
-    use dim_firmware::session::{Lines, Session};
-    use dim_runtime::engine::Model;
-    use dim_runtime::prototypes::file::PrototypeFile;
     use panic_halt as _;
-    use stm32f4xx_hal::pac::{self, USART1};
-    use stm32f4xx_hal::prelude::*;
-    use stm32f4xx_hal::serial::{Config, Rx, Tx};
+    use stm32f4xx_hal::{pac, prelude::*, serial::Config};
 
     /// The shipped `models/tiny` encoder, its golden image and prototypes, in flash.
     static BLOB: &[u8] = include_bytes!("../../../models/tiny/encoder.blob");
@@ -35,8 +30,6 @@ mod board {
     static PROTOTYPES: &[u8] = include_bytes!("../../../models/tiny/prototypes.bin");
     /// The engine's arena (tiny needs 13,443 bytes; the engine checks the size).
     const ARENA: usize = 16 * 1024;
-    /// The longest command: `frame ` and 6,144 hex digits.
-    const LINE: usize = 6200;
 
     #[entry]
     fn main() -> ! {
@@ -47,42 +40,11 @@ mod board {
         // The pins are USART1's and the baud rate fits any clock the HAL computes: it cannot fail.
         let (mut tx, mut rx) = serial.expect("USART1 on PA9/PA10").split();
         let _ = writeln!(tx, "dim-firmware on STM32F405: sysclk {} Hz", clocks.sysclk().raw());
-        if let Err(e) = serve(&mut tx, &mut rx) {
-            let _ = writeln!(tx, "error: {e}");
-        }
+        let mut arena = [0u8; ARENA];
+        let why = dim_firmware::serve(BLOB, GOLDEN, PROTOTYPES, &mut arena, &mut tx, &mut || nb::block!(rx.read()).map_err(|_| ()));
+        let _ = writeln!(tx, "error: {why}");
         loop {
             cortex_m::asm::wfi();
-        }
-    }
-
-    /// Prints the golden embedding, then serves the session until the power goes.
-    fn serve(tx: &mut Tx<USART1>, rx: &mut Rx<USART1>) -> Result<(), &'static str> {
-        let model = Model::parse(BLOB).map_err(|_| "the embedded blob does not parse")?;
-        let mut arena = [0u8; ARENA];
-        let mut q = [0i8; dim_firmware::MAX_DIM];
-        let d = dim_firmware::embed(&model, GOLDEN, &mut arena, &mut q).map_err(|_| "the engine failed on the golden image")?;
-        let _ = dim_firmware::write_embedding(tx, &q[..d]);
-        let protos = PrototypeFile::parse(PROTOTYPES).map_err(|_| "the embedded prototypes file does not parse")?;
-        let mut session = Session::new(model, Some(&protos)).map_err(|_| "the prototypes do not fit the session")?;
-        let _ = writeln!(tx, "ready: {} prototypes", session.prototypes());
-        let mut lines = Lines::<LINE>::new();
-        loop {
-            let byte = match nb::block!(rx.read()) {
-                Ok(b) => b,
-                // Overrun, framing, noise or parity: the line in progress is answered with an
-                // error when it ends, and the next one is served.
-                Err(_) => {
-                    lines.damage();
-                    continue;
-                }
-            };
-            lines.push(byte, |line| {
-                // A failed write is a lost answer on a line nobody reads: nothing to do but go on.
-                let _ = match line {
-                    Ok(cmd) => session.handle(cmd, &mut arena, tx),
-                    Err(e) => writeln!(tx, "error: {e}"),
-                };
-            });
         }
     }
 }
