@@ -7,7 +7,9 @@
 //!
 //! Each file is timed as `Encoder::from_bytes` runs it; an int8 file is also timed as written
 //! (`Encoder::from_bytes_as_written`, tract's int8 kernels: what an aarch64 board runs), as
-//! `NAME/as-written`.
+//! `NAME/as-written`. An engine blob (`NAME=PATH.blob`) is timed through the no_std engine
+//! (`engine::Model::run`, one image after another on one thread: how the engine runs on a host),
+//! on the same images as uint8 RGB.
 
 use dim_runtime::{Encoder, INPUT_LEN};
 use std::time::Instant;
@@ -31,6 +33,28 @@ fn report(name: &str, encoder: &Encoder, x: &[f32]) {
     println!("{name}: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
 }
 
+/// The no_std engine on a host: batch 1 is one `Model::run`, batch 64 sixty-four of them.
+fn report_engine(name: &str, blob: &[u8], x: &[f32]) {
+    let model = dim_runtime::engine::Model::parse(blob).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    // The reference input in [-1, 1] back to the uint8 pixels it stands for, HWC.
+    let images: Vec<dim_runtime::Rgb32> = x
+        .chunks_exact(INPUT_LEN)
+        .map(|img| {
+            let mut rgb = [0u8; dim_runtime::RGB32_LEN];
+            for (i, px) in rgb.iter_mut().enumerate() {
+                let (pos, ch) = (i / 3, i % 3);
+                *px = ((img[ch * 1024 + pos] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+            }
+            rgb
+        })
+        .collect();
+    let (mut arena, mut y) = (vec![0u8; model.arena_size()], vec![0f32; model.dim()]);
+    let mut run = |imgs: &[dim_runtime::Rgb32]| imgs.iter().for_each(|img| model.run(img, &mut arena, &mut y).unwrap());
+    let one = median_seconds(|| run(&images[..1]), 200);
+    let many = median_seconds(|| run(&images), 20);
+    println!("{name}: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
+}
+
 fn main() {
     // The reference script's input: sin(0.013·i) over [64, 3, 32, 32].
     let x: Vec<f32> = (0..64 * INPUT_LEN).map(|i| (i as f32 * 0.013).sin()).collect();
@@ -40,6 +64,10 @@ fn main() {
             std::process::exit(2);
         };
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        if path.ends_with(".blob") {
+            report_engine(name, &bytes, &x);
+            continue;
+        }
         report(name, &Encoder::from_bytes(&bytes).unwrap_or_else(|e| panic!("{path}: {e}")), &x);
         if bytes.windows(11).any(|w| w == b"QLinearConv") {
             report(&format!("{name}/as-written"), &Encoder::from_bytes_as_written(&bytes).unwrap(), &x);
