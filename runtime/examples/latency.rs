@@ -8,8 +8,9 @@
 //! Each file is timed as `Encoder::from_bytes` runs it; an int8 file is also timed as written
 //! (`Encoder::from_bytes_as_written`, tract's int8 kernels: what an aarch64 board runs), as
 //! `NAME/as-written`. An engine blob (`NAME=PATH.blob`) is timed through the no_std engine
-//! (`engine::Model::run`, one image after another on one thread: how the engine runs on a host),
-//! on the same images as uint8 RGB.
+//! (`engine::Model::run`, one image after another on one thread: how the engine runs on a host)
+//! and through the host fast path (`fast::FastModel`, as `NAME/fast`), on the same images as
+//! uint8 RGB.
 
 use dim_runtime::{Encoder, INPUT_LEN};
 use std::time::Instant;
@@ -53,6 +54,13 @@ fn report_engine(name: &str, blob: &[u8], x: &[f32]) {
     let one = median_seconds(|| run(&images[..1]), 200);
     let many = median_seconds(|| run(&images), 20);
     println!("{name}: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
+    // The same blob through the host fast path (same results, bit for bit).
+    let fast = dim_runtime::fast::FastModel::new(model);
+    let (mut scratch, mut y) = (dim_runtime::fast::Scratch::default(), vec![0f32; fast.model().dim()]);
+    let mut run = |imgs: &[dim_runtime::Rgb32]| imgs.iter().for_each(|img| fast.run(img, &mut scratch, &mut y).unwrap());
+    let one = median_seconds(|| run(&images[..1]), 200);
+    let many = median_seconds(|| run(&images), 20);
+    println!("{name}/fast: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
 }
 
 fn main() {

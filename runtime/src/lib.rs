@@ -5,7 +5,8 @@
 //! same [`preprocess`] functions, so a device sees exactly the pixels the encoder was trained on.
 //!
 //! [`engine`] runs an int8 encoder from a compact model blob in a caller-provided arena — the
-//! engine microcontrollers use, computing what tract computes.
+//! engine microcontrollers use, computing what tract computes; [`fast`] (std) runs the same blob
+//! with the same results, laid out for a host's vector units.
 //!
 //! With the `std` feature (default), [`Encoder`] runs an exported ONNX encoder (f32 or int8)
 //! through tract: load once, share across threads, embed images of any size.
@@ -21,6 +22,8 @@ mod encoder;
 #[cfg(feature = "std")]
 mod qdq;
 pub mod engine;
+#[cfg(feature = "std")]
+pub mod fast;
 pub mod prototypes;
 mod error;
 

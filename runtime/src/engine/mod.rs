@@ -126,15 +126,7 @@ impl Model<'_> {
         let col: &mut [u32] =
             bytemuck::try_cast_slice_mut(&mut col[skip..skip + 4 * self.column_words()]).map_err(|_| EngineError::ArenaTooSmall { need, got: arena_len })?;
         let (mut a, mut b) = acts.split_at_mut(self.activations().step_by(2).max().unwrap_or(0));
-        // Image: same f32 values as the trainer's input, then tract's QuantizeLinear.
-        let inv = self.image_scale.recip();
-        let plane = crate::INPUT_SIDE * crate::INPUT_SIDE;
-        for i in 0..plane {
-            for c in 0..3 {
-                let x = crate::preprocess::scale_u8(rgb[i * 3 + c]);
-                a[c * plane + i] = (round_even(x * inv) + 128.0).clamp(0.0, 255.0) as u8;
-            }
-        }
+        self.quantize_image(rgb, a);
         let sizes: heapless::Vec<usize, 6> = self.activations().collect();
         seen(0, &a[..sizes[0]]);
         for (i, conv) in self.convs.iter().enumerate() {
@@ -152,6 +144,19 @@ impl Model<'_> {
         seen(sizes.len() - 1, &b[..sizes[sizes.len() - 1]]);
         ops::dense(&self.y, &b[..self.y.inp], y);
         Ok(())
+    }
+
+    /// The image as the first convolution reads it, CHW uint8 into `out[..RGB32_LEN]`: the same
+    /// f32 values as the trainer's input, then tract's QuantizeLinear.
+    pub fn quantize_image(&self, rgb: &crate::Rgb32, out: &mut [u8]) {
+        let inv = self.image_scale.recip();
+        let plane = crate::INPUT_SIDE * crate::INPUT_SIDE;
+        for i in 0..plane {
+            for c in 0..3 {
+                let x = crate::preprocess::scale_u8(rgb[i * 3 + c]);
+                out[c * plane + i] = (round_even(x * inv) + 128.0).clamp(0.0, 255.0) as u8;
+            }
+        }
     }
 
     /// `y` as int8 with the blob's symmetric print scale (what the firmware prints).

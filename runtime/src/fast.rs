@@ -1,0 +1,175 @@
+//! The engine's int8 arithmetic laid out for a host's vector units: the same model blob, the
+//! same results bit for bit, several times faster on x86-64 and aarch64.
+//!
+//! The no_std [`engine`](crate::engine) is written for Cortex-M: one receptive field gathered at
+//! a time into the `SMLAD` pair layout, two output channels per pass. On a host that layout
+//! costs more than it saves. [`FastModel`] keeps the engine's arithmetic and changes only the
+//! order of the work:
+//!
+//! ```text
+//! engine (per layer)                      fast path (per layer)
+//! for each output position:               gather every receptive field once:
+//!   gather its field (SMLAD pairs)          cols [positions][n] i16 (x − zero; padding 0)
+//!   for each pair of channels:            for each output channel o (weights w[o] as i16):
+//!     acc = bias + Σ field·w (SMLAD)        for each position p:
+//!     requantize(acc, m)                      acc = bias + Σ cols[p]·w[o]   (one i32 reduction)
+//!                                             requantize(acc, m)
+//! ```
+//!
+//! Every product is an exact i16·i16 into i32, and the sums are the same integers in another
+//! order (wrapping adds, as `SMLAD`'s: addition modulo 2³² is associative), so each accumulator
+//! equals the engine's; the requantization, the pool, the `y` layer and the image's
+//! quantization are the engine's own functions. The reduction is written as a plain
+//! `Σ a[i]·b[i]` over i16, which compilers turn into the multiply-add-pairs instructions
+//! (`pmaddwd` on x86-64, `smlal` on aarch64); [`dot`] is compiled for AVX-512, AVX2 and the
+//! baseline and chosen at run time (`multiversion`), with no `unsafe` here.
+//!
+//! Tests: `tests/fast.rs` compares every layer and `y` with the engine's on the shipped blobs'
+//! golden images and on random images (property test).
+
+use crate::engine::{EngineError, Model, blob, ops};
+
+/// A convolution (or fc) with its weights widened to i16, `n` = inputs·k·k per output.
+#[derive(Debug, Clone)]
+struct FastConv {
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    inp: usize,
+    in_side: usize,
+    out_side: usize,
+    x_zero: i16,
+    n: usize,
+    /// `[out][n]`, OIHW order.
+    weight: Vec<i16>,
+    bias: Vec<i32>,
+    /// The engine's requantization multiplier per channel, computed as it computes it.
+    m: Vec<f32>,
+}
+
+impl FastConv {
+    fn new(c: &blob::Conv) -> Self {
+        let n = c.inp * c.kernel * c.kernel;
+        let inv_y = c.y_scale.recip();
+        Self {
+            out: c.out,
+            kernel: c.kernel,
+            stride: c.stride,
+            pad: c.pad,
+            inp: c.inp,
+            in_side: c.in_side,
+            out_side: c.out_side,
+            x_zero: c.x_zero as i16,
+            n,
+            weight: c.weight[..c.out * n].iter().map(|&w| w as i8 as i16).collect(),
+            bias: (0..c.out).map(|o| c.bias.i32(o)).collect(),
+            m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
+        }
+    }
+
+    /// Every receptive field of `x` (CHW uint8) as a row of `cols`: `x − zero`, 0 in the padding.
+    fn gather(&self, x: &[u8], cols: &mut Vec<i16>) {
+        let (k, s, p, side, os) = (self.kernel, self.stride, self.pad, self.in_side, self.out_side);
+        cols.clear();
+        cols.resize(os * os * self.n, 0);
+        for (at, row) in cols.chunks_exact_mut(self.n).enumerate() {
+            let (oy, ox) = (at / os, at % os);
+            for (ci, plane) in x.chunks_exact(side * side).take(self.inp).enumerate() {
+                for ky in 0..k {
+                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
+                    let dst = &mut row[(ci * k + ky) * k..][..k];
+                    for (kx, d) in dst.iter_mut().enumerate() {
+                        if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
+                            *d = plane[iy * side + ix] as i16 - self.x_zero;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The layer: `y[o·area + p] = requantize(bias[o] + cols[p]·w[o], m[o])`.
+    fn run(&self, x: &[u8], cols: &mut Vec<i16>, y: &mut [u8]) {
+        self.gather(x, cols);
+        let area = self.out_side * self.out_side;
+        for (o, w) in self.weight.chunks_exact(self.n).enumerate() {
+            let out = &mut y[o * area..(o + 1) * area];
+            for (v, col) in out.iter_mut().zip(cols.chunks_exact(self.n)) {
+                *v = ops::requantize(self.bias[o].wrapping_add(dot(col, w)), self.m[o]);
+            }
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` of i16 values in i32, wrapping, vectorised for the machine it runs on.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2", "aarch64+neon"))]
+pub fn dot(a: &[i16], b: &[i16]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
+}
+
+/// Work space of [`FastModel::run`]: the two activation halves and the gathered fields.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    a: Vec<u8>,
+    b: Vec<u8>,
+    cols: Vec<i16>,
+}
+
+/// An engine blob prepared for a host: run it with [`FastModel::run`]; equal to
+/// [`Model::run`] bit for bit.
+#[derive(Debug, Clone)]
+pub struct FastModel<'m> {
+    model: Model<'m>,
+    convs: Vec<FastConv>,
+    fc: FastConv,
+}
+
+impl<'m> FastModel<'m> {
+    /// Widens a parsed blob's weights (once; the blob stays borrowed for the rest).
+    pub fn new(model: Model<'m>) -> Self {
+        Self { convs: model.convs.iter().map(FastConv::new).collect(), fc: FastConv::new(&model.fc), model }
+    }
+
+    /// The parsed blob it runs.
+    pub fn model(&self) -> &Model<'m> {
+        &self.model
+    }
+
+    /// Embeds one 32×32 RGB image into `y`, as [`Model::run`] does.
+    pub fn run(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32]) -> Result<(), EngineError> {
+        self.run_observed(rgb, scratch, y, |_, _| ())
+    }
+
+    /// [`FastModel::run`], calling `seen(i, activation)` with each uint8 activation in the
+    /// order [`Model::run_observed`] does.
+    pub fn run_observed(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
+        let m = &self.model;
+        if y.len() != m.y.out {
+            return Err(EngineError::Output { need: m.y.out, got: y.len() });
+        }
+        let widest = self.convs.iter().chain([&self.fc]).map(|c| c.out * c.out_side * c.out_side).max().unwrap_or(0).max(crate::RGB32_LEN);
+        let Scratch { a, b, cols } = scratch;
+        a.resize(widest, 0);
+        b.resize(widest, 0);
+        m.quantize_image(rgb, a);
+        seen(0, &a[..crate::RGB32_LEN]);
+        for (i, conv) in self.convs.iter().enumerate() {
+            conv.run(a, cols, b);
+            core::mem::swap(a, b);
+            seen(i + 1, &a[..conv.out * conv.out_side * conv.out_side]);
+        }
+        let mut seen_at = self.convs.len() + 1;
+        if let Some(pool_scale) = m.pool_scale {
+            let c3 = &m.convs[2];
+            ops::average_pool(a, c3.out, c3.out_side * c3.out_side, c3.y_scale, pool_scale, b);
+            core::mem::swap(a, b);
+            seen(seen_at, &a[..c3.out]);
+            seen_at += 1;
+        }
+        self.fc.run(a, cols, b);
+        seen(seen_at, &b[..self.fc.out]);
+        ops::dense(&m.y, &b[..m.y.inp], y);
+        Ok(())
+    }
+}

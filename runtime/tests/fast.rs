@@ -1,0 +1,68 @@
+//! The host fast path (`dim_runtime::fast`) against the no_std engine it reorders: every
+//! activation and `y` equal, bit for bit, on the shipped blobs' golden images and on random images.
+
+use dim_runtime::engine::Model;
+use dim_runtime::fast::{FastModel, Scratch};
+use std::path::PathBuf;
+
+fn shipped(model: &str, file: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(model).join(file);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every activation (image, convs, pool, fc) and y of both runs on `rgb`.
+fn both(model: &Model, fast: &FastModel, rgb: &dim_runtime::Rgb32) -> [(Vec<Vec<u8>>, Vec<u32>); 2] {
+    let mut engine_acts = Vec::new();
+    let (mut arena, mut y) = (vec![0u8; model.arena_size()], vec![0f32; model.dim()]);
+    model.run_observed(rgb, &mut arena, &mut y, |_, a| engine_acts.push(a.to_vec())).unwrap();
+    let engine_y = y.iter().map(|v| v.to_bits()).collect();
+    let mut fast_acts = Vec::new();
+    let mut y2 = vec![0f32; model.dim()];
+    fast.run_observed(rgb, &mut Scratch::default(), &mut y2, |_, a| fast_acts.push(a.to_vec())).unwrap();
+    [(engine_acts, engine_y), (fast_acts, y2.iter().map(|v| v.to_bits()).collect())]
+}
+
+#[test]
+fn equals_the_engine_on_the_shipped_golden_images() {
+    for name in ["tiny", "dim32"] {
+        let blob = shipped(name, "encoder.blob");
+        let model = Model::parse(&blob).unwrap();
+        let fast = FastModel::new(model);
+        let rgb: dim_runtime::Rgb32 = shipped(name, "golden.rgb").try_into().unwrap();
+        let [engine, fast_run] = both(&model, &fast, &rgb);
+        assert_eq!(engine.0.len(), fast_run.0.len(), "{name}: layers");
+        for (i, (e, f)) in engine.0.iter().zip(&fast_run.0).enumerate() {
+            assert!(e == f, "{name}: activation {i} differs in {} of {} values", e.iter().zip(f).filter(|(a, b)| a != b).count(), e.len());
+        }
+        assert_eq!(engine.1, fast_run.1, "{name}: y");
+        // And a scratch reused across images (and models) changes nothing.
+        let mut scratch = Scratch::default();
+        let mut y = vec![0f32; model.dim()];
+        for _ in 0..2 {
+            fast.run(&rgb, &mut scratch, &mut y).unwrap();
+            assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), engine.1, "{name}: y with a reused scratch");
+        }
+    }
+}
+
+#[test]
+fn refuses_a_wrong_output_length() {
+    let blob = shipped("tiny", "encoder.blob");
+    let fast = FastModel::new(Model::parse(&blob).unwrap());
+    let rgb = [0u8; dim_runtime::RGB32_LEN];
+    assert!(fast.run(&rgb, &mut Scratch::default(), &mut [0f32; 3]).is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Random images (any bytes, so every zero-point and padding path is hit) through tiny.
+    #[test]
+    fn equals_the_engine_on_random_images(pixels in proptest::collection::vec(proptest::prelude::any::<u8>(), dim_runtime::RGB32_LEN)) {
+        let blob = shipped("tiny", "encoder.blob");
+        let model = Model::parse(&blob).unwrap();
+        let fast = FastModel::new(model);
+        let rgb: dim_runtime::Rgb32 = pixels.try_into().unwrap();
+        let [engine, fast_run] = both(&model, &fast, &rgb);
+        proptest::prop_assert_eq!(engine, fast_run);
+    }
+}
