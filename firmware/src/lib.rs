@@ -30,6 +30,20 @@ pub fn embed(model: &Model, rgb: &dim_runtime::Rgb32, arena: &mut [u8], out: &mu
     Ok(d)
 }
 
+/// What every firmware image carries in flash: the shipped `models/tiny` encoder, its golden
+/// image and its prototypes (`tests/tests/firmware.rs` compares what the firmware prints with
+/// the host's output for the same files), and the arena it runs them in.
+pub mod shipped {
+    /// The shipped `models/tiny` engine blob.
+    pub static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
+    /// Its golden image (32×32 RGB).
+    pub static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
+    /// Its prototypes file (five classes enrolled).
+    pub static PROTOTYPES: &[u8] = include_bytes!("../../models/tiny/prototypes.bin");
+    /// Bytes of the engine's arena (tiny needs 13,443; the engine checks the size).
+    pub const ARENA: usize = 16 * 1024;
+}
+
 /// The longest command line the boards take: `frame ` and 6,144 hex digits.
 pub const LINE: usize = 6200;
 

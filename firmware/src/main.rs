@@ -16,15 +16,8 @@ mod firmware {
     use semihosting::io::Read;
     use semihosting::{print, println, process};
 
-    /// The shipped `models/tiny` encoder, its golden image and prototypes;
-    /// `tests/tests/firmware.rs` compares the printed lines with the host's for the same files.
-    static BLOB: &[u8] = include_bytes!("../../models/tiny/encoder.blob");
-    static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../models/tiny/golden.rgb");
-    static PROTOTYPES: &[u8] = include_bytes!("../../models/tiny/prototypes.bin");
-    /// Arena for the engine, on the stack (tiny needs 13,443 bytes; `run` checks the size).
-    const ARENA: usize = 16 * 1024;
-    /// The longest command: `frame ` and 6,144 hex digits.
-    const LINE: usize = 6200;
+    use dim_firmware::LINE;
+    use dim_firmware::shipped::{ARENA, BLOB, GOLDEN, PROTOTYPES};
 
     #[entry]
     fn main() -> ! {

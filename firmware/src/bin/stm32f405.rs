@@ -24,12 +24,7 @@ mod board {
     use panic_halt as _;
     use stm32f4xx_hal::{pac, prelude::*, serial::Config};
 
-    /// The shipped `models/tiny` encoder, its golden image and prototypes, in flash.
-    static BLOB: &[u8] = include_bytes!("../../../models/tiny/encoder.blob");
-    static GOLDEN: &dim_runtime::Rgb32 = include_bytes!("../../../models/tiny/golden.rgb");
-    static PROTOTYPES: &[u8] = include_bytes!("../../../models/tiny/prototypes.bin");
-    /// The engine's arena (tiny needs 13,443 bytes; the engine checks the size).
-    const ARENA: usize = 16 * 1024;
+    use dim_firmware::shipped::{ARENA, BLOB, GOLDEN, PROTOTYPES};
 
     #[entry]
     fn main() -> ! {
