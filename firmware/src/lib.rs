@@ -80,6 +80,13 @@ pub fn serve(blob: &[u8], golden: &dim_runtime::Rgb32, prototypes: &[u8], arena:
     }
 }
 
+/// [`serve`] with the [`shipped`] files and an arena of [`shipped::ARENA`] bytes on the stack:
+/// what every board's main loop runs.
+pub fn serve_shipped(tx: &mut impl core::fmt::Write, read: ReadByte) -> &'static str {
+    let mut arena = [0u8; shipped::ARENA];
+    serve(shipped::BLOB, shipped::GOLDEN, shipped::PROTOTYPES, &mut arena, tx, read)
+}
+
 /// Writes `embedding: v0,v1,…\n`.
 pub fn write_embedding(w: &mut impl core::fmt::Write, values: &[i8]) -> core::fmt::Result {
     w.write_str("embedding: ")?;

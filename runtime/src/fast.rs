@@ -20,9 +20,9 @@
 //! order (wrapping adds, as `SMLAD`'s: addition modulo 2³² is associative), so each accumulator
 //! equals the engine's; the requantization, the pool, the `y` layer and the image's
 //! quantization are the engine's own functions. The reduction is written as a plain
-//! `Σ a[i]·b[i]` over i16, which compilers turn into the multiply-add-pairs instructions
-//! (`pmaddwd` on x86-64, `smlal` on aarch64); [`dot`] is compiled for AVX-512, AVX2 and the
-//! baseline and chosen at run time (`multiversion`), with no `unsafe` here.
+//! `Σ a[i]·b[i]` over i16 for the compiler to vectorise (the generated code was not inspected);
+//! [`dot`] is compiled for AVX-512, AVX2, NEON and the baseline and chosen at run time
+//! (`multiversion`), with no `unsafe` here.
 //!
 //! Tests: `tests/fast.rs` compares every layer and `y` with the engine's on the shipped blobs'
 //! golden images and on random images (property test).
@@ -123,12 +123,16 @@ pub struct FastModel<'m> {
     model: Model<'m>,
     convs: Vec<FastConv>,
     fc: FastConv,
+    /// Bytes of the widest activation (the image or a layer's output): each scratch half's size.
+    widest: usize,
 }
 
 impl<'m> FastModel<'m> {
     /// Widens a parsed blob's weights (once; the blob stays borrowed for the rest).
     pub fn new(model: Model<'m>) -> Self {
-        Self { convs: model.convs.iter().map(FastConv::new).collect(), fc: FastConv::new(&model.fc), model }
+        let (convs, fc): (Vec<_>, _) = (model.convs.iter().map(FastConv::new).collect(), FastConv::new(&model.fc));
+        let widest = convs.iter().chain([&fc]).map(|c| c.out * c.out_side * c.out_side).max().unwrap_or(0).max(crate::RGB32_LEN);
+        Self { convs, fc, widest, model }
     }
 
     /// The parsed blob it runs.
@@ -148,10 +152,9 @@ impl<'m> FastModel<'m> {
         if y.len() != m.y.out {
             return Err(EngineError::Output { need: m.y.out, got: y.len() });
         }
-        let widest = self.convs.iter().chain([&self.fc]).map(|c| c.out * c.out_side * c.out_side).max().unwrap_or(0).max(crate::RGB32_LEN);
         let Scratch { a, b, cols } = scratch;
-        a.resize(widest, 0);
-        b.resize(widest, 0);
+        a.resize(self.widest, 0);
+        b.resize(self.widest, 0);
         m.quantize_image(rgb, a);
         seen(0, &a[..crate::RGB32_LEN]);
         for (i, conv) in self.convs.iter().enumerate() {

@@ -15,8 +15,6 @@ mod board {
     use panic_halt as _;
     use stm32h7xx_hal::{pac, prelude::*};
 
-    use dim_firmware::shipped::{ARENA, BLOB, GOLDEN, PROTOTYPES};
-
     #[entry]
     fn main() -> ! {
         let dp = pac::Peripherals::take().expect("the device peripherals are taken once, here");
@@ -28,8 +26,7 @@ mod board {
         // The pins are USART3's and the baud rate fits the clock: it cannot fail.
         let (mut tx, mut rx) = serial.expect("USART3 on PD8/PD9").split();
         let _ = writeln!(tx, "dim-firmware on STM32H743: sysclk {} Hz", ccdr.clocks.sys_ck().raw());
-        let mut arena = [0u8; ARENA];
-        let why = dim_firmware::serve(BLOB, GOLDEN, PROTOTYPES, &mut arena, &mut tx, &mut || nb::block!(rx.read()).map_err(|_| ()));
+        let why = dim_firmware::serve_shipped(&mut tx, &mut || nb::block!(rx.read()).map_err(|_| ()));
         let _ = writeln!(tx, "error: {why}");
         loop {
             cortex_m::asm::wfi();

@@ -1,7 +1,7 @@
 //! The firmware on an ST STM32F405 (Cortex-M4F, 1 MB flash, 128 KB RAM) through ST's HAL
 //! (`stm32f4xx-hal`, embedded-hal 1.0), its command session on **USART1** (PA9 TX, PA10 RX,
 //! 115,200 baud, 8N1) instead of semihosting: what a board without a debugger attached runs.
-//! `tests/tests/firmware_stm32f405.rs` runs it on QEMU's `netduinoplus2` (an STM32F405RG) with
+//! `tests/tests/firmware.rs` runs it on QEMU's `netduinoplus2` (an STM32F405RG) with
 //! the USART on QEMU's standard input and output.
 //!
 //! At reset it prints `dim-firmware on STM32F405: sysclk <Hz>`, the golden image's embedding and
@@ -24,8 +24,6 @@ mod board {
     use panic_halt as _;
     use stm32f4xx_hal::{pac, prelude::*, serial::Config};
 
-    use dim_firmware::shipped::{ARENA, BLOB, GOLDEN, PROTOTYPES};
-
     #[entry]
     fn main() -> ! {
         let dp = pac::Peripherals::take().expect("the device peripherals are taken once, here");
@@ -35,8 +33,7 @@ mod board {
         // The pins are USART1's and the baud rate fits any clock the HAL computes: it cannot fail.
         let (mut tx, mut rx) = serial.expect("USART1 on PA9/PA10").split();
         let _ = writeln!(tx, "dim-firmware on STM32F405: sysclk {} Hz", clocks.sysclk().raw());
-        let mut arena = [0u8; ARENA];
-        let why = dim_firmware::serve(BLOB, GOLDEN, PROTOTYPES, &mut arena, &mut tx, &mut || nb::block!(rx.read()).map_err(|_| ()));
+        let why = dim_firmware::serve_shipped(&mut tx, &mut || nb::block!(rx.read()).map_err(|_| ()));
         let _ = writeln!(tx, "error: {why}");
         loop {
             cortex_m::asm::wfi();
