@@ -27,20 +27,22 @@ fn equals_the_engine_on_the_shipped_golden_images() {
     for name in ["tiny", "dim32"] {
         let blob = shipped(name, "encoder.blob");
         let model = Model::parse(&blob).unwrap();
-        let fast = FastModel::new(model);
         let rgb: dim_runtime::Rgb32 = shipped(name, "golden.rgb").try_into().unwrap();
-        let [engine, fast_run] = both(&model, &fast, &rgb);
-        assert_eq!(engine.0.len(), fast_run.0.len(), "{name}: layers");
-        for (i, (e, f)) in engine.0.iter().zip(&fast_run.0).enumerate() {
-            assert!(e == f, "{name}: activation {i} differs in {} of {} values", e.iter().zip(f).filter(|(a, b)| a != b).count(), e.len());
-        }
-        assert_eq!(engine.1, fast_run.1, "{name}: y");
-        // And a scratch reused across images (and models) changes nothing.
-        let mut scratch = Scratch::default();
-        let mut y = vec![0f32; model.dim()];
-        for _ in 0..2 {
-            fast.run(&rgb, &mut scratch, &mut y).unwrap();
-            assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), engine.1, "{name}: y with a reused scratch");
+        // Both paths: the vector one this CPU picks (VNNI where it has it) and the portable one.
+        for fast in [FastModel::new(model), FastModel::portable(model)] {
+            let [engine, fast_run] = both(&model, &fast, &rgb);
+            assert_eq!(engine.0.len(), fast_run.0.len(), "{name}: layers");
+            for (i, (e, f)) in engine.0.iter().zip(&fast_run.0).enumerate() {
+                assert!(e == f, "{name}: activation {i} differs in {} of {} values", e.iter().zip(f).filter(|(a, b)| a != b).count(), e.len());
+            }
+            assert_eq!(engine.1, fast_run.1, "{name}: y");
+            // And a scratch reused across images (and models) changes nothing.
+            let mut scratch = Scratch::default();
+            let mut y = vec![0f32; model.dim()];
+            for _ in 0..2 {
+                fast.run(&rgb, &mut scratch, &mut y).unwrap();
+                assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), engine.1, "{name}: y with a reused scratch");
+            }
         }
     }
 }
@@ -60,9 +62,30 @@ proptest::proptest! {
     fn equals_the_engine_on_random_images(pixels in proptest::collection::vec(proptest::prelude::any::<u8>(), dim_runtime::RGB32_LEN)) {
         let blob = shipped("tiny", "encoder.blob");
         let model = Model::parse(&blob).unwrap();
-        let fast = FastModel::new(model);
         let rgb: dim_runtime::Rgb32 = pixels.try_into().unwrap();
-        let [engine, fast_run] = both(&model, &fast, &rgb);
-        proptest::prop_assert_eq!(engine, fast_run);
+        for fast in [FastModel::new(model), FastModel::portable(model)] {
+            let [engine, fast_run] = both(&model, &fast, &rgb);
+            proptest::prop_assert_eq!(engine, fast_run);
+        }
     }
+}
+
+/// `run_batch` on several threads gives each image's `run`, in order, whatever the share.
+#[test]
+fn a_batch_on_threads_equals_image_by_image() {
+    let blob = shipped("tiny", "encoder.blob");
+    let fast = FastModel::new(Model::parse(&blob).unwrap());
+    let dim = fast.model().dim();
+    let images: Vec<dim_runtime::Rgb32> = (0..7u8).map(|i| core::array::from_fn(|j| (j as u8).wrapping_mul(31).wrapping_add(i * 17))).collect();
+    let mut want = vec![0f32; images.len() * dim];
+    for (img, y) in images.iter().zip(want.chunks_exact_mut(dim)) {
+        fast.run(img, &mut Scratch::default(), y).unwrap();
+    }
+    for threads in [1, 2, 3, 8] {
+        let mut got = vec![0f32; images.len() * dim];
+        fast.run_batch(&images, &mut got, threads).unwrap();
+        assert_eq!(got, want, "{threads} threads");
+    }
+    assert_ne!(want[..dim], want[dim..2 * dim], "different images, different embeddings");
+    assert!(fast.run_batch(&images, &mut vec![0f32; dim], 2).is_err(), "a y of the wrong length is refused");
 }

@@ -24,10 +24,19 @@
 //! [`dot`] is compiled for AVX-512, AVX2, NEON and the baseline and chosen at run time
 //! (`multiversion`), with no `unsafe` here.
 //!
+//! On x86-64 CPUs with AVX-512 VNNI the products run in [`vnni`] instead: raw uint8 fields
+//! times int8 weights, 64 multiply-accumulates per instruction, the zero point subtracted after
+//! (`Σ(x − z)·w = Σx·w − z·Σw`, an integer identity, so the accumulators are still the engine's).
+//! That module is the fast path's only `unsafe` (its proof is in its doc); the i16 path above is
+//! its safe twin, and the one every other CPU runs.
+//!
 //! Tests: `tests/fast.rs` compares every layer and `y` with the engine's on the shipped blobs'
 //! golden images and on random images (property test).
 
 use crate::engine::{EngineError, Model, blob, ops};
+
+#[cfg(target_arch = "x86_64")]
+pub mod vnni;
 
 /// A convolution (or fc) with its weights widened to i16, `n` = inputs·k·k per output.
 #[derive(Debug, Clone)]
@@ -46,10 +55,14 @@ struct FastConv {
     bias: Vec<i32>,
     /// The engine's requantization multiplier per channel, computed as it computes it.
     m: Vec<f32>,
+    /// The weights packed for AVX-512 VNNI, where the CPU has it and the layer fits.
+    #[cfg(target_arch = "x86_64")]
+    vnni: Option<vnni::Packed>,
 }
 
 impl FastConv {
-    fn new(c: &blob::Conv) -> Self {
+    /// The layer, with VNNI-packed weights when `vector` and the CPU has the instructions.
+    fn new(c: &blob::Conv, vector: bool) -> Self {
         let n = c.inp * c.kernel * c.kernel;
         let inv_y = c.y_scale.recip();
         Self {
@@ -65,6 +78,8 @@ impl FastConv {
             weight: c.weight[..c.out * n].iter().map(|&w| w as i8 as i16).collect(),
             bias: (0..c.out).map(|o| c.bias.i32(o)).collect(),
             m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
+            #[cfg(target_arch = "x86_64")]
+            vnni: (vector && vnni::available()).then(|| vnni::Packed::new(bytemuck::cast_slice(&c.weight[..c.out * n]), c.out, n)).flatten(),
         }
     }
 
@@ -89,13 +104,53 @@ impl FastConv {
         }
     }
 
+    /// Every receptive field of `x` as a row of `n4` raw uint8 values (padding: the zero point;
+    /// the row's tail past `n`: 0), for [`vnni::products`].
+    #[cfg(target_arch = "x86_64")]
+    fn gather_bytes(&self, x: &[u8], n4: usize, cols: &mut Vec<u8>) {
+        let (k, s, p, side, os) = (self.kernel, self.stride, self.pad, self.in_side, self.out_side);
+        cols.clear();
+        cols.resize(os * os * n4, 0);
+        let zero = self.x_zero as u8;
+        for (at, row) in cols.chunks_exact_mut(n4).enumerate() {
+            let (oy, ox) = (at / os, at % os);
+            row[..self.n].fill(zero);
+            for (ci, plane) in x.chunks_exact(side * side).take(self.inp).enumerate() {
+                for ky in 0..k {
+                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
+                    let dst = &mut row[(ci * k + ky) * k..][..k];
+                    for (kx, d) in dst.iter_mut().enumerate() {
+                        if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
+                            *d = plane[iy * side + ix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The layer: `y[o·area + p] = requantize(bias[o] + cols[p]·w[o], m[o])`.
-    fn run(&self, x: &[u8], cols: &mut Vec<i16>, y: &mut [u8]) {
-        self.gather(x, cols);
+    fn run(&self, x: &[u8], scratch: &mut Work, y: &mut [u8]) {
         let area = self.out_side * self.out_side;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(w) = &self.vnni {
+            // Σ(x − z)·w = Σx·w − z·Σw: the engine's accumulator, as an integer identity.
+            self.gather_bytes(x, w.n4, &mut scratch.bytes);
+            scratch.acc.resize(self.out * area, 0);
+            vnni::products(w, &scratch.bytes, area, &mut scratch.acc);
+            let zero = self.x_zero as i32;
+            for (o, (out, acc)) in y.chunks_exact_mut(area).zip(scratch.acc.chunks_exact(area)).take(self.out).enumerate() {
+                let base = self.bias[o].wrapping_sub(zero.wrapping_mul(w.sums[o]));
+                for (v, &a) in out.iter_mut().zip(acc) {
+                    *v = ops::requantize(base.wrapping_add(a), self.m[o]);
+                }
+            }
+            return;
+        }
+        self.gather(x, &mut scratch.cols);
         for (o, w) in self.weight.chunks_exact(self.n).enumerate() {
             let out = &mut y[o * area..(o + 1) * area];
-            for (v, col) in out.iter_mut().zip(cols.chunks_exact(self.n)) {
+            for (v, col) in out.iter_mut().zip(scratch.cols.chunks_exact(self.n)) {
                 *v = ops::requantize(self.bias[o].wrapping_add(dot(col, w)), self.m[o]);
             }
         }
@@ -108,12 +163,20 @@ pub fn dot(a: &[i16], b: &[i16]) -> i32 {
     a.iter().zip(b).fold(0i32, |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
 }
 
-/// Work space of [`FastModel::run`]: the two activation halves and the gathered fields.
+/// Work space of [`FastModel::run`]: the two activation halves and the layers' work.
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    work: Work,
+}
+
+/// A layer's work space: the gathered fields (i16, or raw bytes for VNNI) and accumulators.
+#[derive(Debug, Default, Clone)]
+struct Work {
     cols: Vec<i16>,
+    bytes: Vec<u8>,
+    acc: Vec<i32>,
 }
 
 /// An engine blob prepared for a host: run it with [`FastModel::run`]; equal to
@@ -128,9 +191,20 @@ pub struct FastModel<'m> {
 }
 
 impl<'m> FastModel<'m> {
-    /// Widens a parsed blob's weights (once; the blob stays borrowed for the rest).
+    /// Widens a parsed blob's weights (once; the blob stays borrowed for the rest), and packs
+    /// them for AVX-512 VNNI where the CPU has it.
     pub fn new(model: Model<'m>) -> Self {
-        let (convs, fc): (Vec<_>, _) = (model.convs.iter().map(FastConv::new).collect(), FastConv::new(&model.fc));
+        Self::build(model, true)
+    }
+
+    /// [`FastModel::new`] on the portable i16 path only (no VNNI): the safe twin the tests
+    /// compare the VNNI path with, on a CPU that has both.
+    pub fn portable(model: Model<'m>) -> Self {
+        Self::build(model, false)
+    }
+
+    fn build(model: Model<'m>, vector: bool) -> Self {
+        let (convs, fc): (Vec<_>, _) = (model.convs.iter().map(|c| FastConv::new(c, vector)).collect(), FastConv::new(&model.fc, vector));
         let widest = convs.iter().chain([&fc]).map(|c| c.out * c.out_side * c.out_side).max().unwrap_or(0).max(crate::RGB32_LEN);
         Self { convs, fc, widest, model }
     }
@@ -145,6 +219,32 @@ impl<'m> FastModel<'m> {
         self.run_observed(rgb, scratch, y, |_, _| ())
     }
 
+    /// Embeds `images` into `y` (`images.len() × dim` values, image by image), on `threads`
+    /// threads (at least 1; each takes a contiguous share of the images, with its own scratch).
+    pub fn run_batch(&self, images: &[crate::Rgb32], y: &mut [f32], threads: usize) -> Result<(), EngineError> {
+        let dim = self.model.y.out;
+        if y.len() != images.len() * dim {
+            return Err(EngineError::Output { need: images.len() * dim, got: y.len() });
+        }
+        if images.is_empty() {
+            return Ok(());
+        }
+        let share = images.len().div_ceil(threads.max(1));
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = images
+                .chunks(share)
+                .zip(y.chunks_mut(share * dim))
+                .map(|(imgs, ys)| {
+                    s.spawn(move || {
+                        let mut scratch = Scratch::default();
+                        imgs.iter().zip(ys.chunks_exact_mut(dim)).try_for_each(|(img, y)| self.run(img, &mut scratch, y))
+                    })
+                })
+                .collect();
+            jobs.into_iter().try_for_each(|j| j.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })
+    }
+
     /// [`FastModel::run`], calling `seen(i, activation)` with each uint8 activation in the
     /// order [`Model::run_observed`] does.
     pub fn run_observed(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
@@ -152,13 +252,13 @@ impl<'m> FastModel<'m> {
         if y.len() != m.y.out {
             return Err(EngineError::Output { need: m.y.out, got: y.len() });
         }
-        let Scratch { a, b, cols } = scratch;
+        let Scratch { a, b, work } = scratch;
         a.resize(self.widest, 0);
         b.resize(self.widest, 0);
         m.quantize_image(rgb, a);
         seen(0, &a[..crate::RGB32_LEN]);
         for (i, conv) in self.convs.iter().enumerate() {
-            conv.run(a, cols, b);
+            conv.run(a, work, b);
             core::mem::swap(a, b);
             seen(i + 1, &a[..conv.out * conv.out_side * conv.out_side]);
         }
@@ -170,7 +270,7 @@ impl<'m> FastModel<'m> {
             seen(seen_at, &a[..c3.out]);
             seen_at += 1;
         }
-        self.fc.run(a, cols, b);
+        self.fc.run(a, work, b);
         seen(seen_at, &b[..self.fc.out]);
         ops::dense(&m.y, &b[..m.y.inp], y);
         Ok(())
