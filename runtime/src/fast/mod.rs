@@ -63,6 +63,8 @@ struct FastConv {
 impl FastConv {
     /// The layer, with VNNI-packed weights when `vector` and the CPU has the instructions.
     fn new(c: &blob::Conv, vector: bool) -> Self {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = vector; // only x86-64 has a vector path besides the portable one
         let n = c.inp * c.kernel * c.kernel;
         let inv_y = c.y_scale.recip();
         Self {
