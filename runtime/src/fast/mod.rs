@@ -177,7 +177,9 @@ pub struct Scratch {
 #[derive(Debug, Default, Clone)]
 struct Work {
     cols: Vec<i16>,
+    #[cfg(target_arch = "x86_64")]
     bytes: Vec<u8>,
+    #[cfg(target_arch = "x86_64")]
     acc: Vec<i32>,
 }
 
