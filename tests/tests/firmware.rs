@@ -297,7 +297,9 @@ fn run_stm32f405(input: &[u8], answers: usize) -> String {
             break;
         }
     }
-    let _ = child.kill();
+    // SIGTERM, not `Child::kill`'s SIGKILL: the child is `timeout`, which relays a TERM to QEMU
+    // and exits; killed outright it would leave QEMU running, orphaned, a core busy for good.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
     assert_eq!(after_ready, Some(answers), "QEMU netduinoplus2 stopped early:\n{all}");
     all

@@ -121,9 +121,15 @@ impl FastConv {
                 for ky in 0..k {
                     let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
                     let dst = &mut row[(ci * k + ky) * k..][..k];
-                    for (kx, d) in dst.iter_mut().enumerate() {
-                        if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
-                            *d = plane[iy * side + ix];
+                    match (ox * s).checked_sub(p).filter(|&ix| ix + k <= side) {
+                        // The whole kernel row inside the map: one copy (most positions).
+                        Some(ix) => dst.copy_from_slice(&plane[iy * side + ix..][..k]),
+                        None => {
+                            for (kx, d) in dst.iter_mut().enumerate() {
+                                if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
+                                    *d = plane[iy * side + ix];
+                                }
+                            }
                         }
                     }
                 }
@@ -142,10 +148,7 @@ impl FastConv {
             vnni::products(w, &scratch.bytes, area, &mut scratch.acc);
             let zero = self.x_zero as i32;
             for (o, (out, acc)) in y.chunks_exact_mut(area).zip(scratch.acc.chunks_exact(area)).take(self.out).enumerate() {
-                let base = self.bias[o].wrapping_sub(zero.wrapping_mul(w.sums[o]));
-                for (v, &a) in out.iter_mut().zip(acc) {
-                    *v = ops::requantize(base.wrapping_add(a), self.m[o]);
-                }
+                requantize_row(out, acc, self.bias[o].wrapping_sub(zero.wrapping_mul(w.sums[o])), self.m[o]);
             }
             return;
         }
@@ -156,6 +159,22 @@ impl FastConv {
                 *v = ops::requantize(self.bias[o].wrapping_add(dot(col, w)), self.m[o]);
             }
         }
+    }
+}
+
+/// `out[i] = ops::requantize(base + acc[i], m)`, written without branches so that the loop is
+/// vectorised. The same IEEE operations as `ops::requant` (the host's requantization; the
+/// integer-only one is for Cortex-M cores without an FPU, never a host): for `acc > 0`,
+/// `round(x)` capped at 255 is `requant`'s `x ≥ 255 → 255, else round(x)` (a value just under
+/// 255 rounds to 255 either way; an infinite `x` gives NaN, and `min` returns 255 for it). Tested
+/// bit for bit against the engine (`tests/fast.rs`).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2", "aarch64+neon"))]
+fn requantize_row(out: &mut [u8], acc: &[i32], base: i32, m: f32) {
+    const TWO_23: f32 = 8_388_608.0;
+    for (v, &a) in out.iter_mut().zip(acc) {
+        let a = base.wrapping_add(a);
+        let r = ((a as f32 * m + TWO_23) - TWO_23).min(255.0);
+        *v = if a <= 0 { 0 } else { r as u8 };
     }
 }
 
