@@ -196,7 +196,8 @@ pub struct FitArgs {
     /// Images held out for validation (the last ones of the seeded shuffle; default 5000).
     #[arg(value_parser = at_least_one, long)]
     pub validation_size: Option<usize>,
-    /// Backend: cpu, or cuda / wgpu when built with that feature.
+    /// Backend: cpu (default); wgpu (any GPU through Vulkan, Metal or DX12, or Vulkan's software
+    /// rasteriser where there is none: slow); cuda when built with `--features cuda`.
     #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS))]
     pub backend: Option<BackendKind>,
     /// Random-crop padding in pixels (0 = off).
@@ -253,7 +254,8 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Backend: cpu, or cuda / wgpu when built with that feature.
+    /// Backend: cpu (default); wgpu (any GPU through Vulkan, Metal or DX12, or Vulkan's software
+    /// rasteriser where there is none: slow); cuda when built with `--features cuda`.
     #[arg(long, value_parser = choice::<BackendKind>(&BACKENDS), default_value = "cpu")]
     pub backend: BackendKind,
     /// Prior weight γ (the paper's DIM(L) default 0.1 trains the discriminator too).

@@ -24,7 +24,7 @@ pub enum BackendKind {
     Cpu,
     /// NVIDIA GPU (build with `--features cuda`).
     Cuda,
-    /// Any GPU through wgpu (build with `--features wgpu`).
+    /// Any GPU through wgpu (Vulkan, Metal, DX12; in the default build).
     Wgpu,
 }
 
