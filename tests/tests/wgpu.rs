@@ -7,7 +7,9 @@
 //! SIMD lanes), so the losses agree to float rounding, not bit for bit, and drift as training
 //! amplifies the differences. Measured on lavapipe (6 steps of `quick_config`): 1.0e-7 relative at
 //! the first step, at most 6.6e-7 by the sixth; embeddings 2.8e-4 apart at a scale of 0.19. The
-//! bounds below are about 10× those.
+//! loss bounds below are about 100× those (lavapipe compiles its kernels for the CPU it runs on,
+//! so another CPU may sum in another order), still far below what a wrong gradient does (1e-2
+//! and more within a few steps); the embedding bound is about 10×.
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -19,9 +21,9 @@ use std::path::Path;
 /// Steps of every run here: a few, lavapipe runs the kernels on the CPU.
 const STEPS: usize = 6;
 /// Relative difference allowed between the CPU's and wgpu's loss at the first step.
-const FIRST_STEP: f64 = 1e-6;
+const FIRST_STEP: f64 = 1e-5;
 /// ... and at any later step of a short run.
-const LATER_STEPS: f64 = 1e-5;
+const LATER_STEPS: f64 = 1e-4;
 
 fn opts(resume: bool) -> FitOptions {
     FitOptions { resume, progress: false, knn_images: 0, monitor_every: 0 }
