@@ -85,49 +85,28 @@ impl FastConv {
         }
     }
 
-    /// Every receptive field of `x` (CHW uint8) as a row of `cols`: `x − zero`, 0 in the padding.
-    fn gather(&self, x: &[u8], cols: &mut Vec<i16>) {
+    /// Every receptive field of `x` (CHW uint8) as a row of `row_len` values of `cols`: each
+    /// value `value(x)` in weight order, `padding` where a tap falls outside the map, and the
+    /// row's tail past `n` left at `T::default()`. The i16 path stores `x − zero` (padding 0),
+    /// the VNNI path the raw bytes (padding: the zero point).
+    fn gather<T: Copy + Default>(&self, x: &[u8], row_len: usize, padding: T, value: impl Fn(u8) -> T, cols: &mut Vec<T>) {
         let (k, s, p, side, os) = (self.kernel, self.stride, self.pad, self.in_side, self.out_side);
         cols.clear();
-        cols.resize(os * os * self.n, 0);
-        for (at, row) in cols.chunks_exact_mut(self.n).enumerate() {
+        cols.resize(os * os * row_len, T::default());
+        for (at, row) in cols.chunks_exact_mut(row_len).enumerate() {
             let (oy, ox) = (at / os, at % os);
-            for (ci, plane) in x.chunks_exact(side * side).take(self.inp).enumerate() {
-                for ky in 0..k {
-                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
-                    let dst = &mut row[(ci * k + ky) * k..][..k];
-                    for (kx, d) in dst.iter_mut().enumerate() {
-                        if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
-                            *d = plane[iy * side + ix] as i16 - self.x_zero;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Every receptive field of `x` as a row of `n4` raw uint8 values (padding: the zero point;
-    /// the row's tail past `n`: 0), for [`vnni::products`].
-    #[cfg(target_arch = "x86_64")]
-    fn gather_bytes(&self, x: &[u8], n4: usize, cols: &mut Vec<u8>) {
-        let (k, s, p, side, os) = (self.kernel, self.stride, self.pad, self.in_side, self.out_side);
-        cols.clear();
-        cols.resize(os * os * n4, 0);
-        let zero = self.x_zero as u8;
-        for (at, row) in cols.chunks_exact_mut(n4).enumerate() {
-            let (oy, ox) = (at / os, at % os);
-            row[..self.n].fill(zero);
+            row[..self.n].fill(padding);
             for (ci, plane) in x.chunks_exact(side * side).take(self.inp).enumerate() {
                 for ky in 0..k {
                     let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
                     let dst = &mut row[(ci * k + ky) * k..][..k];
                     match (ox * s).checked_sub(p).filter(|&ix| ix + k <= side) {
-                        // The whole kernel row inside the map: one copy (most positions).
-                        Some(ix) => dst.copy_from_slice(&plane[iy * side + ix..][..k]),
+                        // The whole kernel row inside the map (most positions).
+                        Some(ix) => dst.iter_mut().zip(&plane[iy * side + ix..][..k]).for_each(|(d, &v)| *d = value(v)),
                         None => {
                             for (kx, d) in dst.iter_mut().enumerate() {
                                 if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
-                                    *d = plane[iy * side + ix];
+                                    *d = value(plane[iy * side + ix]);
                                 }
                             }
                         }
@@ -143,7 +122,7 @@ impl FastConv {
         #[cfg(target_arch = "x86_64")]
         if let Some(w) = &self.vnni {
             // Σ(x − z)·w = Σx·w − z·Σw: the engine's accumulator, as an integer identity.
-            self.gather_bytes(x, w.n4, &mut scratch.bytes);
+            self.gather(x, w.n4, self.x_zero as u8, |v| v, &mut scratch.bytes);
             scratch.acc.resize(self.out * area, 0);
             vnni::products(w, &scratch.bytes, area, &mut scratch.acc);
             let zero = self.x_zero as i32;
@@ -152,7 +131,7 @@ impl FastConv {
             }
             return;
         }
-        self.gather(x, &mut scratch.cols);
+        self.gather(x, self.n, 0, |v| v as i16 - self.x_zero, &mut scratch.cols);
         for (o, w) in self.weight.chunks_exact(self.n).enumerate() {
             let out = &mut y[o * area..(o + 1) * area];
             for (v, col) in out.iter_mut().zip(scratch.cols.chunks_exact(self.n)) {
