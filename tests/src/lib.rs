@@ -71,3 +71,10 @@ pub fn trained(model: ModelKind, dir: &std::path::Path) -> dim_trainer::model::E
     let config = checkpoint::load_config(&ck).unwrap();
     checkpoint::load_model(&ck, &config, &burn::tensor::Device::flex()).unwrap().encoder.valid()
 }
+
+/// The wgpu device `fit --backend wgpu` takes (plain, without autodiff); panics with the fix
+/// where the machine has no Vulkan driver.
+pub fn wgpu_device() -> burn::tensor::Device {
+    dim_trainer::fit::device(dim_trainer::fit::BackendKind::Wgpu)
+        .unwrap_or_else(|e| panic!("{e:#}\n(the wgpu tests need a Vulkan driver: `bash scripts/setup` installs lavapipe)"))
+}

@@ -13,7 +13,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use dim_tests::{quick_config, real_images, step_losses};
+use dim_tests::{quick_config, real_images, step_losses, wgpu_device};
 use dim_trainer::fit::config::BackendKind;
 use dim_trainer::fit::{FitOptions, checkpoint, fit, new_state};
 use std::path::Path;
@@ -60,9 +60,7 @@ fn params(model: &impl Module) -> Vec<f32> {
 }
 
 fn wgpu() -> Device {
-    dim_trainer::fit::device(BackendKind::Wgpu)
-        .unwrap_or_else(|e| panic!("{e:#}\n(these tests need a Vulkan driver: `bash scripts/setup` installs lavapipe)"))
-        .autodiff()
+    wgpu_device().autodiff()
 }
 
 #[test]

@@ -10,12 +10,10 @@
 
 use burn::prelude::*;
 use burn::tensor::distributed::{ReduceOperation, all_reduce};
-use dim_trainer::fit::config::BackendKind;
 
 #[test]
 fn burn_has_no_all_reduce_between_wgpu_devices() {
-    let device = dim_trainer::fit::device(BackendKind::Wgpu)
-        .unwrap_or_else(|e| panic!("{e:#}\n(this test needs a Vulkan driver: `bash scripts/setup` installs lavapipe)"));
+    let device = dim_tests::wgpu_device();
     let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
     let devices = vec![device.clone(), device.clone()];
     // The runtime refuses on its device thread; the caller sees the read fail, with the reason.
