@@ -56,13 +56,18 @@ fn report_engine(name: &str, blob: &[u8], x: &[f32]) {
     println!("{name}: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
     // The same blob through the host fast path (same results, bit for bit).
     let fast = dim_runtime::fast::FastModel::new(model);
-    let (mut scratch, mut y) = (dim_runtime::fast::Scratch::default(), vec![0f32; fast.model().dim()]);
-    let one = median_seconds(|| fast.run(&images[0], &mut scratch, &mut y).unwrap(), 200);
-    // Batch 64 on every core, as onnxruntime runs it: `run_batch` shares the images out.
+    // Every core, as onnxruntime runs: at batch 1 `run_batch` splits each layer between two
+    // threads, at batch 64 it shares the images out.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut y = vec![0f32; fast.model().dim()];
+    let one = median_seconds(|| fast.run_batch(&images[..1], &mut y, threads).unwrap(), 200);
     let mut ys = vec![0f32; images.len() * fast.model().dim()];
     let many = median_seconds(|| fast.run_batch(&images, &mut ys, threads).unwrap(), 20);
     println!("{name}/fast: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
+    // And on one thread (what `FastModel::run` does; what one core of a board gives).
+    let one = median_seconds(|| fast.run_batch(&images[..1], &mut y, 1).unwrap(), 200);
+    let many = median_seconds(|| fast.run_batch(&images, &mut ys, 1).unwrap(), 20);
+    println!("{name}/fast-1-thread: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
 }
 
 fn main() {

@@ -70,22 +70,28 @@ proptest::proptest! {
     }
 }
 
-/// `run_batch` on several threads gives each image's `run`, in order, whatever the share.
+/// `run_batch` on several threads gives each image's `run`, in order, whatever the share: image
+/// shares with the fc layer over groups of images, and one image with its layers split between
+/// two threads; both models (tiny pools, dim32 flattens), both paths.
 #[test]
 fn a_batch_on_threads_equals_image_by_image() {
-    let blob = shipped("tiny", "encoder.blob");
-    let fast = FastModel::new(Model::parse(&blob).unwrap());
-    let dim = fast.model().dim();
-    let images: Vec<dim_runtime::Rgb32> = (0..7u8).map(|i| core::array::from_fn(|j| (j as u8).wrapping_mul(31).wrapping_add(i * 17))).collect();
-    let mut want = vec![0f32; images.len() * dim];
-    for (img, y) in images.iter().zip(want.chunks_exact_mut(dim)) {
-        fast.run(img, &mut Scratch::default(), y).unwrap();
+    for name in ["tiny", "dim32"] {
+        let blob = shipped(name, "encoder.blob");
+        let model = Model::parse(&blob).unwrap();
+        for fast in [FastModel::new(model), FastModel::portable(model)] {
+            let dim = fast.model().dim();
+            let images: Vec<dim_runtime::Rgb32> = (0..19u8).map(|i| core::array::from_fn(|j| (j as u8).wrapping_mul(31).wrapping_add(i * 17))).collect();
+            let mut want = vec![0f32; images.len() * dim];
+            for (img, y) in images.iter().zip(want.chunks_exact_mut(dim)) {
+                fast.run(img, &mut Scratch::default(), y).unwrap();
+            }
+            for (threads, n) in [(1, 19), (2, 19), (3, 19), (8, 19), (2, 1), (1, 1), (2, 9)] {
+                let mut got = vec![0f32; n * dim];
+                fast.run_batch(&images[..n], &mut got, threads).unwrap();
+                assert_eq!(got, want[..n * dim], "{name}: {n} images on {threads} threads");
+            }
+            assert_ne!(want[..dim], want[dim..2 * dim], "different images, different embeddings");
+            assert!(fast.run_batch(&images, &mut vec![0f32; dim], 2).is_err(), "a y of the wrong length is refused");
+        }
     }
-    for threads in [1, 2, 3, 8] {
-        let mut got = vec![0f32; images.len() * dim];
-        fast.run_batch(&images, &mut got, threads).unwrap();
-        assert_eq!(got, want, "{threads} threads");
-    }
-    assert_ne!(want[..dim], want[dim..2 * dim], "different images, different embeddings");
-    assert!(fast.run_batch(&images, &mut vec![0f32; dim], 2).is_err(), "a y of the wrong length is refused");
 }

@@ -153,10 +153,14 @@ impl Model<'_> {
         let plane = crate::INPUT_SIDE * crate::INPUT_SIDE;
         for i in 0..plane {
             for c in 0..3 {
-                let x = crate::preprocess::scale_u8(rgb[i * 3 + c]);
-                out[c * plane + i] = (round_even(x * inv) + 128.0).clamp(0.0, 255.0) as u8;
+                out[c * plane + i] = quantize_value(rgb[i * 3 + c], inv);
             }
         }
+    }
+
+    /// One pixel value as [`Model::quantize_image`] quantizes it (the same for every channel).
+    pub fn quantize_pixel(&self, v: u8) -> u8 {
+        quantize_value(v, self.image_scale.recip())
     }
 
     /// `y` as int8 with the blob's symmetric print scale (what the firmware prints).
@@ -166,4 +170,10 @@ impl Model<'_> {
             *o = round_even(v * inv).clamp(-127.0, 127.0) as i8;
         }
     }
+}
+
+/// A pixel value scaled as the trainer's input, then tract's QuantizeLinear with `inv` = 1/scale
+/// and zero point 128.
+fn quantize_value(v: u8, inv: f32) -> u8 {
+    (round_even(crate::preprocess::scale_u8(v) * inv) + 128.0).clamp(0.0, 255.0) as u8
 }

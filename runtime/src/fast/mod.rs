@@ -34,11 +34,25 @@
 //! golden images and on random images (property test).
 
 use crate::engine::{EngineError, Model, blob, ops};
+use core::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 pub mod vnni;
 
-/// A convolution (or fc) with its weights widened to i16, `n` = inputs·k·k per output.
+/// Images whose fc layer [`FastModel::run_batch`] runs as one product: the fc weights are the
+/// model's largest (4 MiB in dim32), and 8 images read them once instead of 8 times.
+const GROUP: usize = 8;
+
+/// Output channels the vector path computes at once; a split between threads falls on them.
+const LANES: usize = 16;
+
+/// Multiply-accumulates from which a layer is split between two threads at batch 1: handing half
+/// a layer to another thread costs a few microseconds, about 2²⁰ products on one core. dim32's
+/// last three layers (4–8 M) are split; tiny's (≤ 1.2 M) run on one thread, which measured
+/// faster for it.
+const SPLIT_MACS: usize = 1 << 21;
+
+/// A convolution (or fc) with its weights reordered for HWC maps and widened to i16.
 #[derive(Debug, Clone)]
 struct FastConv {
     out: usize,
@@ -48,9 +62,10 @@ struct FastConv {
     inp: usize,
     in_side: usize,
     out_side: usize,
-    x_zero: i16,
+    x_zero: u8,
+    /// Inputs per output: `inp·kernel²`.
     n: usize,
-    /// `[out][n]`, OIHW order.
+    /// `[out][n]`, each row in (ky, kx, ci) order: the order an HWC map's field is read in.
     weight: Vec<i16>,
     bias: Vec<i32>,
     /// The engine's requantization multiplier per channel, computed as it computes it.
@@ -58,6 +73,9 @@ struct FastConv {
     /// The weights packed for AVX-512 VNNI, where the CPU has it and the layer fits.
     #[cfg(target_arch = "x86_64")]
     vnni: Option<vnni::Packed>,
+    /// `bias[o] − zero·Σw[o]`: where VNNI's raw-byte sums start (see [`vnni`]).
+    #[cfg(target_arch = "x86_64")]
+    vnni_base: Vec<i32>,
 }
 
 impl FastConv {
@@ -65,49 +83,83 @@ impl FastConv {
     fn new(c: &blob::Conv, vector: bool) -> Self {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = vector; // only x86-64 has a vector path besides the portable one
-        let n = c.inp * c.kernel * c.kernel;
+        let (k, inp) = (c.kernel, c.inp);
+        let n = inp * k * k;
+        // OIHW → O(ky, kx, ci): the same weights, in the order `gather` lays out a field.
+        let hwc: Vec<i8> = (0..c.out)
+            .flat_map(|o| (0..n).map(move |j| (o, j / inp % k, j / inp / k, j % inp)))
+            .map(|(o, kx, ky, ci)| c.weight[o * n + (ci * k + ky) * k + kx] as i8)
+            .collect();
+        let bias: Vec<i32> = (0..c.out).map(|o| c.bias.i32(o)).collect();
+        #[cfg(target_arch = "x86_64")]
+        let vnni = (vector && vnni::available()).then(|| vnni::Packed::new(&hwc, c.out, n)).flatten();
         let inv_y = c.y_scale.recip();
         Self {
             out: c.out,
-            kernel: c.kernel,
+            kernel: k,
             stride: c.stride,
             pad: c.pad,
-            inp: c.inp,
+            inp,
             in_side: c.in_side,
             out_side: c.out_side,
-            x_zero: c.x_zero as i16,
+            x_zero: c.x_zero,
             n,
-            weight: c.weight[..c.out * n].iter().map(|&w| w as i8 as i16).collect(),
-            bias: (0..c.out).map(|o| c.bias.i32(o)).collect(),
+            weight: hwc.iter().map(|&w| w as i16).collect(),
             m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
             #[cfg(target_arch = "x86_64")]
-            vnni: (vector && vnni::available()).then(|| vnni::Packed::new(bytemuck::cast_slice(&c.weight[..c.out * n]), c.out, n)).flatten(),
+            vnni_base: match &vnni {
+                Some(w) => bias.iter().zip(&w.sums).map(|(&b, &s)| b.wrapping_sub((c.x_zero as i32).wrapping_mul(s))).collect(),
+                None => Vec::new(),
+            },
+            #[cfg(target_arch = "x86_64")]
+            vnni,
+            bias,
         }
     }
 
-    /// Every receptive field of `x` (CHW uint8) as a row of `row_len` values of `cols`: each
-    /// value `value(x)` in weight order, `padding` where a tap falls outside the map, and the
-    /// row's tail past `n` left at `T::default()`. The i16 path stores `x − zero` (padding 0),
-    /// the VNNI path the raw bytes (padding: the zero point).
-    fn gather<T: Copy + Default>(&self, x: &[u8], row_len: usize, padding: T, value: impl Fn(u8) -> T, cols: &mut Vec<T>) {
-        let (k, s, p, side, os) = (self.kernel, self.stride, self.pad, self.in_side, self.out_side);
-        cols.clear();
-        cols.resize(os * os * row_len, T::default());
-        for (at, row) in cols.chunks_exact_mut(row_len).enumerate() {
-            let (oy, ox) = (at / os, at % os);
-            row[..self.n].fill(padding);
-            for (ci, plane) in x.chunks_exact(side * side).take(self.inp).enumerate() {
-                for ky in 0..k {
-                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
-                    let dst = &mut row[(ci * k + ky) * k..][..k];
-                    match (ox * s).checked_sub(p).filter(|&ix| ix + k <= side) {
-                        // The whole kernel row inside the map (most positions).
-                        Some(ix) => dst.iter_mut().zip(&plane[iy * side + ix..][..k]).for_each(|(d, &v)| *d = value(v)),
-                        None => {
-                            for (kx, d) in dst.iter_mut().enumerate() {
-                                if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
-                                    *d = value(plane[iy * side + ix]);
-                                }
+    /// Output positions per image.
+    fn area(&self) -> usize {
+        self.out_side * self.out_side
+    }
+
+    /// Whether the layer is worth splitting between two threads on one image.
+    fn worth_splitting(&self) -> bool {
+        self.out * self.area() * self.n >= SPLIT_MACS
+    }
+
+    /// Bytes of one input map (HWC).
+    fn in_len(&self) -> usize {
+        self.inp * self.in_side * self.in_side
+    }
+
+    /// The receptive fields of positions `rows` as rows of `row_len` values of `cols`; `x` holds
+    /// whole HWC maps one after another and position `q` is position `q % area` of map
+    /// `q / area`. Each value is `value(x)` in (ky, kx, ci) order, `padding` where a tap falls
+    /// outside the map, and the row's tail past `n` is `T::default()`. In HWC a kernel row of
+    /// taps is one run of `kernel·inp` bytes, so a field inside the map is `kernel` copies. The
+    /// i16 path stores `x − zero` (padding 0), the VNNI path the raw bytes (padding: the zero
+    /// point).
+    fn gather<T: Copy + Default>(&self, x: &[u8], rows: Range<usize>, row_len: usize, padding: T, value: impl Fn(u8) -> T, cols: &mut [T]) {
+        let (k, s, p, side, c) = (self.kernel, self.stride, self.pad, self.in_side, self.inp);
+        let (os, span) = (self.out_side, k * c);
+        let inside = |o: usize| o * s >= p && o * s - p + k <= side;
+        for (q, row) in rows.zip(cols.chunks_exact_mut(row_len)) {
+            let map = &x[q / self.area() * self.in_len()..][..self.in_len()];
+            let (oy, ox) = (q % self.area() / os, q % self.area() % os);
+            let (row, tail) = row.split_at_mut(self.n);
+            tail.fill(T::default());
+            if !(inside(oy) && inside(ox)) {
+                row.fill(padding);
+            }
+            for ky in 0..k {
+                let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
+                let (dst, line) = (&mut row[ky * span..][..span], &map[iy * side * c..][..side * c]);
+                match (ox * s).checked_sub(p).filter(|&ix| ix + k <= side) {
+                    Some(ix) => dst.iter_mut().zip(&line[ix * c..][..span]).for_each(|(d, &v)| *d = value(v)),
+                    None => {
+                        for (kx, taps) in dst.chunks_exact_mut(c).enumerate() {
+                            if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
+                                taps.iter_mut().zip(&line[ix * c..][..c]).for_each(|(d, &v)| *d = value(v));
                             }
                         }
                     }
@@ -116,44 +168,128 @@ impl FastConv {
         }
     }
 
-    /// The layer: `y[o·area + p] = requantize(bias[o] + cols[p]·w[o], m[o])`.
-    fn run(&self, x: &[u8], scratch: &mut Work, y: &mut [u8]) {
-        let area = self.out_side * self.out_side;
+    /// The layer on `images` HWC maps one after another in `x`, into as many HWC maps in `y`:
+    /// `y[q·out + o] = requantize(bias[o] + field(q)·w[o], m[o])`. With `split`, on two threads
+    /// (rayon): each gathers and computes half the positions, or, for a single position (the
+    /// fc layer), half the channels.
+    fn run(&self, x: &[u8], images: usize, work: &mut Work, y: &mut [u8], split: bool) {
+        let rows = images * self.area();
+        let y = &mut y[..rows * self.out];
+        let split = split && self.worth_splitting();
         #[cfg(target_arch = "x86_64")]
         if let Some(w) = &self.vnni {
-            // Σ(x − z)·w = Σx·w − z·Σw: the engine's accumulator, as an integer identity.
-            self.gather(x, w.n4, self.x_zero as u8, |v| v, &mut scratch.bytes);
-            scratch.acc.resize(self.out * area, 0);
-            vnni::products(w, &scratch.bytes, area, &mut scratch.acc);
-            let zero = self.x_zero as i32;
-            for (o, (out, acc)) in y.chunks_exact_mut(area).zip(scratch.acc.chunks_exact(area)).take(self.out).enumerate() {
-                requantize_row(out, acc, self.bias[o].wrapping_sub(zero.wrapping_mul(w.sums[o])), self.m[o]);
+            let zero = self.x_zero;
+            let gather = |rows: Range<usize>, cols: &mut [u8]| self.gather(x, rows, w.n4, zero, |v| v, cols);
+            let compute = |cols: &[u8], positions: usize, ch: Range<usize>, acc: &mut Vec<i32>, y: &mut [u8]| {
+                acc.resize(positions * ch.len(), 0);
+                vnni::products(w, ch.start / LANES..ch.end / LANES, cols, positions, acc);
+                requantize_rows(y, self.out, acc, &self.vnni_base[ch.clone()], &self.m[ch.clone()]);
+            };
+            return self.split_run(rows, w.n4, split, &mut work.bytes, &mut work.acc, y, gather, compute);
+        }
+        let gather = |rows: Range<usize>, cols: &mut [i16]| self.gather(x, rows, self.n, 0, |v| v as i16 - self.x_zero as i16, cols);
+        let compute = |cols: &[i16], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
+            for (col, out) in cols.chunks_exact(self.n).take(positions).zip(y.chunks_mut(self.out)) {
+                for (o, v) in ch.clone().zip(out.iter_mut()) {
+                    *v = ops::requantize(self.bias[o].wrapping_add(dot(col, &self.weight[o * self.n..][..self.n])), self.m[o]);
+                }
             }
+        };
+        self.split_run(rows, self.n, split, &mut work.cols, &mut work.acc, y, gather, compute);
+    }
+
+    /// Gathers `rows` fields into `cols` and computes them into `y` (rows of `out` channels),
+    /// on one thread or, with `split`, two. `compute(cols, positions, channels, acc, y)` writes
+    /// channels `channels` of `positions` rows of `y` (each row from its start; `y`'s rows are
+    /// `out` apart).
+    #[allow(clippy::too_many_arguments)] // the two paths' closures and their buffers
+    fn split_run<T: Copy + Default + Send + Sync>(
+        &self,
+        rows: usize,
+        row_len: usize,
+        split: bool,
+        cols: &mut Vec<T>,
+        acc: &mut [Vec<i32>; 2],
+        y: &mut [u8],
+        gather: impl Fn(Range<usize>, &mut [T]) + Sync,
+        compute: impl Fn(&[T], usize, Range<usize>, &mut Vec<i32>, &mut [u8]) + Sync,
+    ) {
+        cols.resize(rows * row_len, T::default());
+        let [acc0, acc1] = acc;
+        let all = 0..self.out;
+        if split && rows >= 2 {
+            // Half the positions each: contiguous fields, accumulators and output rows.
+            let half = rows / 2;
+            let (c0, c1) = cols.split_at_mut(half * row_len);
+            let (y0, y1) = y.split_at_mut(half * self.out);
+            rayon::join(
+                || {
+                    gather(0..half, c0);
+                    compute(c0, half, all.clone(), acc0, y0)
+                },
+                || {
+                    gather(half..rows, c1);
+                    compute(c1, rows - half, all.clone(), acc1, y1)
+                },
+            );
             return;
         }
-        self.gather(x, self.n, 0, |v| v as i16 - self.x_zero, &mut scratch.cols);
-        for (o, w) in self.weight.chunks_exact(self.n).enumerate() {
-            let out = &mut y[o * area..(o + 1) * area];
-            for (v, col) in out.iter_mut().zip(scratch.cols.chunks_exact(self.n)) {
-                *v = ops::requantize(self.bias[o].wrapping_add(dot(col, w)), self.m[o]);
-            }
+        gather(0..rows, cols);
+        if split && rows == 1 && self.out >= 2 * LANES {
+            // One position: half the channels each (whole blocks of the vector path).
+            let mid = (self.out / 2).next_multiple_of(LANES);
+            let (y0, y1) = y.split_at_mut(mid);
+            rayon::join(|| compute(cols, 1, 0..mid, acc0, y0), || compute(cols, 1, mid..self.out, acc1, y1));
+            return;
+        }
+        compute(cols, rows, all, acc0, y);
+    }
+}
+
+/// The `y` layer with its weights transposed to `[out][inp]` and widened, so each output is one
+/// vectorised [`dot`]; the accumulators are the engine's integers, the outputs its
+/// [`ops::dense_out`].
+#[derive(Debug, Clone)]
+struct FastDense {
+    weight: Vec<i16>,
+}
+
+impl FastDense {
+    fn new(d: &blob::Dense) -> Self {
+        Self { weight: (0..d.out).flat_map(|n| (0..d.inp).map(move |k| d.weight[k * d.out + n] as i8 as i16)).collect() }
+    }
+
+    fn run(&self, d: &blob::Dense, x: &[u8], wide: &mut Vec<i16>, y: &mut [f32]) {
+        wide.clear();
+        wide.extend(x[..d.inp].iter().map(|&v| v as i16));
+        for (n, (out, w)) in y.iter_mut().zip(self.weight.chunks_exact(d.inp)).enumerate() {
+            *out = ops::dense_out(d, n, dot(wide, w));
         }
     }
 }
 
-/// `out[i] = ops::requantize(base + acc[i], m)`, written without branches so that the loop is
+/// `y[r·stride + o] = ops::requantize(base[o] + acc[r·width + o], m[o])` for each row `r` of
+/// `acc` (`width` = `base.len()` channels), in one call: rows are short (32 channels in tiny's
+/// first layer) and the dispatch is per call. Written without branches so that the loop is
 /// vectorised. The same IEEE operations as `ops::requant` (the host's requantization; the
 /// integer-only one is for Cortex-M cores without an FPU, never a host): for `acc > 0`,
-/// `round(x)` capped at 255 is `requant`'s `x ≥ 255 → 255, else round(x)` (a value just under
-/// 255 rounds to 255 either way; an infinite `x` gives NaN, and `min` returns 255 for it). Tested
-/// bit for bit against the engine (`tests/fast.rs`).
+/// `x = acc·m` and `x + 2²³` capped at `2²³ + 255` is `2²³ + ` `requant`'s `x ≥ 255 → 255, else
+/// round(x)` (a value just under 255 rounds to 255 either way; `x ≥ 2²³` and an infinite `x`
+/// cap to 255). Tested bit for bit against the engine (`tests/fast.rs`).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2", "aarch64+neon"))]
-fn requantize_row(out: &mut [u8], acc: &[i32], base: i32, m: f32) {
+fn requantize_rows(y: &mut [u8], stride: usize, acc: &[i32], base: &[i32], m: &[f32]) {
     const TWO_23: f32 = 8_388_608.0;
-    for (v, &a) in out.iter_mut().zip(acc) {
-        let a = base.wrapping_add(a);
-        let r = ((a as f32 * m + TWO_23) - TWO_23).min(255.0);
-        *v = if a <= 0 { 0 } else { r as u8 };
+    let width = base.len();
+    for (out, acc) in y.chunks_mut(stride).zip(acc.chunks_exact(width)) {
+        for (((v, &a), &b), &m) in out[..width].iter_mut().zip(acc).zip(base).zip(m) {
+            let a = b.wrapping_add(a);
+            // `x + 2²³` for `0 ≤ x < 2²³` is the float `2²³ + round_even(x)`, whose bits are
+            // `0x4B00_0000 + round_even(x)`: the integer read from the bits, with no float →
+            // int conversion (Rust's saturating one is done lane by lane, not vectorised).
+            let t = (a as f32 * m + TWO_23).min(TWO_23 + 255.0);
+            let r = t.to_bits().wrapping_sub(TWO_23.to_bits());
+            *v = if a <= 0 { 0 } else { r as u8 };
+        }
     }
 }
 
@@ -163,23 +299,38 @@ pub fn dot(a: &[i16], b: &[i16]) -> i32 {
     a.iter().zip(b).fold(0i32, |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
 }
 
-/// Work space of [`FastModel::run`]: the two activation halves and the layers' work.
+/// `hwc` (`side²` positions of `channels` values) as the engine's CHW, into `chw`.
+fn to_chw(hwc: &[u8], channels: usize, chw: &mut Vec<u8>) {
+    let area = hwc.len() / channels.max(1);
+    chw.clear();
+    chw.extend((0..channels).flat_map(|c| (0..area).map(move |p| hwc[p * channels + c])));
+}
+
+/// Work space of [`FastModel::run`]: the activations (HWC) and the layers' work.
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    /// An activation in CHW (for the pool, and for the observer).
+    chw: Vec<u8>,
+    /// The fc inputs and outputs of a group of images.
+    group_in: Vec<u8>,
+    group_out: Vec<u8>,
     work: Work,
 }
 
-/// A layer's work space: the gathered fields (i16, or raw bytes for VNNI) and accumulators.
+/// A layer's work space: the gathered fields (i16, or raw bytes for VNNI) and accumulators
+/// (two: one per half when a layer is split between threads).
 #[derive(Debug, Default, Clone)]
 struct Work {
     cols: Vec<i16>,
     #[cfg(target_arch = "x86_64")]
     bytes: Vec<u8>,
-    #[cfg(target_arch = "x86_64")]
-    acc: Vec<i32>,
+    acc: [Vec<i32>; 2],
 }
+
+/// The observer of [`FastModel::run_observed`], when there is one.
+type Seen<'s> = Option<&'s mut dyn FnMut(usize, &[u8])>;
 
 /// An engine blob prepared for a host: run it with [`FastModel::run`]; equal to
 /// [`Model::run`] bit for bit.
@@ -188,13 +339,14 @@ pub struct FastModel<'m> {
     model: Model<'m>,
     convs: Vec<FastConv>,
     fc: FastConv,
-    /// Bytes of the widest activation (the image or a layer's output): each scratch half's size.
-    widest: usize,
+    y: FastDense,
+    /// [`Model::quantize_pixel`] of every byte: the image quantized straight into HWC.
+    pixels: [u8; 256],
 }
 
 impl<'m> FastModel<'m> {
-    /// Widens a parsed blob's weights (once; the blob stays borrowed for the rest), and packs
-    /// them for AVX-512 VNNI where the CPU has it.
+    /// Reorders and widens a parsed blob's weights (once; the blob stays borrowed for the rest),
+    /// and packs them for AVX-512 VNNI where the CPU has it.
     pub fn new(model: Model<'m>) -> Self {
         Self::build(model, true)
     }
@@ -206,9 +358,13 @@ impl<'m> FastModel<'m> {
     }
 
     fn build(model: Model<'m>, vector: bool) -> Self {
-        let (convs, fc): (Vec<_>, _) = (model.convs.iter().map(|c| FastConv::new(c, vector)).collect(), FastConv::new(&model.fc, vector));
-        let widest = convs.iter().chain([&fc]).map(|c| c.out * c.out_side * c.out_side).max().unwrap_or(0).max(crate::RGB32_LEN);
-        Self { convs, fc, widest, model }
+        Self {
+            convs: model.convs.iter().map(|c| FastConv::new(c, vector)).collect(),
+            fc: FastConv::new(&model.fc, vector),
+            y: FastDense::new(&model.y),
+            pixels: core::array::from_fn(|v| model.quantize_pixel(v as u8)),
+            model,
+        }
     }
 
     /// The parsed blob it runs.
@@ -216,65 +372,116 @@ impl<'m> FastModel<'m> {
         &self.model
     }
 
-    /// Embeds one 32×32 RGB image into `y`, as [`Model::run`] does.
+    /// Embeds one 32×32 RGB image into `y`, as [`Model::run`] does, on this thread.
     pub fn run(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32]) -> Result<(), EngineError> {
-        self.run_observed(rgb, scratch, y, |_, _| ())
+        self.forward(rgb, scratch, y, false, None)
     }
 
     /// Embeds `images` into `y` (`images.len() × dim` values, image by image), on `threads`
-    /// threads (at least 1; each takes a contiguous share of the images, with its own scratch).
+    /// threads (at least 1). Several images: each thread takes a contiguous share, and runs its
+    /// fc layer 8 images at a time. One image on 2 or more threads: each layer large enough to
+    /// gain from it is split in two (rayon's pool), as onnxruntime splits its products at batch 1.
     pub fn run_batch(&self, images: &[crate::Rgb32], y: &mut [f32], threads: usize) -> Result<(), EngineError> {
         let dim = self.model.y.out;
         if y.len() != images.len() * dim {
             return Err(EngineError::Output { need: images.len() * dim, got: y.len() });
         }
-        if images.is_empty() {
-            return Ok(());
+        match images {
+            [] => Ok(()),
+            // Inside the pool, so that the layers' joins are between its threads (one wake-up per
+            // image, not one per layer).
+            [one] if threads > 1 && self.convs.iter().chain([&self.fc]).any(FastConv::worth_splitting) => {
+                rayon::scope(|_| self.forward(one, &mut Scratch::default(), y, true, None))
+            }
+            _ => {
+                let share = images.len().div_ceil(threads.max(1));
+                let run = |imgs: &[crate::Rgb32], ys: &mut [f32]| {
+                    let mut scratch = Scratch::default();
+                    imgs.chunks(GROUP).zip(ys.chunks_mut(GROUP * dim)).for_each(|(g, ys)| self.run_group(g, &mut scratch, ys));
+                };
+                if share >= images.len() {
+                    run(images, y);
+                    return Ok(());
+                }
+                std::thread::scope(|s| {
+                    for (imgs, ys) in images.chunks(share).zip(y.chunks_mut(share * dim)) {
+                        s.spawn(move || run(imgs, ys));
+                    }
+                });
+                Ok(())
+            }
         }
-        let share = images.len().div_ceil(threads.max(1));
-        std::thread::scope(|s| {
-            let jobs: Vec<_> = images
-                .chunks(share)
-                .zip(y.chunks_mut(share * dim))
-                .map(|(imgs, ys)| {
-                    s.spawn(move || {
-                        let mut scratch = Scratch::default();
-                        imgs.iter().zip(ys.chunks_exact_mut(dim)).try_for_each(|(img, y)| self.run(img, &mut scratch, y))
-                    })
-                })
-                .collect();
-            jobs.into_iter().try_for_each(|j| j.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        })
     }
 
-    /// [`FastModel::run`], calling `seen(i, activation)` with each uint8 activation in the
-    /// order [`Model::run_observed`] does.
+    /// [`FastModel::run`], calling `seen(i, activation)` with each uint8 activation (CHW, as
+    /// the engine lays it out) in the order [`Model::run_observed`] does.
     pub fn run_observed(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32], mut seen: impl FnMut(usize, &[u8])) -> Result<(), EngineError> {
+        self.forward(rgb, scratch, y, false, Some(&mut seen))
+    }
+
+    fn forward(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32], split: bool, mut seen: Seen) -> Result<(), EngineError> {
         let m = &self.model;
         if y.len() != m.y.out {
             return Err(EngineError::Output { need: m.y.out, got: y.len() });
         }
-        let Scratch { a, b, work } = scratch;
-        a.resize(self.widest, 0);
-        b.resize(self.widest, 0);
-        m.quantize_image(rgb, a);
-        seen(0, &a[..crate::RGB32_LEN]);
-        for (i, conv) in self.convs.iter().enumerate() {
-            conv.run(a, work, b);
-            core::mem::swap(a, b);
-            seen(i + 1, &a[..conv.out * conv.out_side * conv.out_side]);
+        let len = self.features(rgb, scratch, split, &mut seen);
+        let Scratch { a, b, work, .. } = scratch;
+        b.resize(self.fc.out, 0);
+        self.fc.run(&a[..len], 1, work, b, split);
+        if let Some(seen) = seen {
+            seen(self.convs.len() + 1 + m.pool_scale.is_some() as usize, b);
         }
-        let mut seen_at = self.convs.len() + 1;
-        if let Some(pool_scale) = m.pool_scale {
-            let c3 = &m.convs[2];
-            ops::average_pool(a, c3.out, c3.out_side * c3.out_side, c3.y_scale, pool_scale, b);
-            core::mem::swap(a, b);
-            seen(seen_at, &a[..c3.out]);
-            seen_at += 1;
-        }
-        self.fc.run(a, work, b);
-        seen(seen_at, &b[..self.fc.out]);
-        ops::dense(&m.y, &b[..m.y.inp], y);
+        self.y.run(&m.y, b, &mut work.cols, y);
         Ok(())
+    }
+
+    /// Embeds a group of images with one fc product for all of them.
+    fn run_group(&self, images: &[crate::Rgb32], scratch: &mut Scratch, ys: &mut [f32]) {
+        let (mut group_in, mut group_out) = (core::mem::take(&mut scratch.group_in), core::mem::take(&mut scratch.group_out));
+        group_in.clear();
+        for rgb in images {
+            let len = self.features(rgb, scratch, false, &mut None);
+            group_in.extend_from_slice(&scratch.a[..len]);
+        }
+        group_out.resize(images.len() * self.fc.out, 0);
+        self.fc.run(&group_in, images.len(), &mut scratch.work, &mut group_out, false);
+        for (fc, y) in group_out.chunks_exact(self.fc.out).zip(ys.chunks_exact_mut(self.model.y.out)) {
+            self.y.run(&self.model.y, fc, &mut scratch.work.cols, y);
+        }
+        (scratch.group_in, scratch.group_out) = (group_in, group_out);
+    }
+
+    /// The image through the convolutions (and the pool): the fc layer's input, HWC, left in
+    /// `scratch.a`; returns its length.
+    fn features(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, split: bool, seen: &mut Seen) -> usize {
+        let Scratch { a, b, chw, work, .. } = scratch;
+        a.clear();
+        a.extend(rgb.iter().map(|&v| self.pixels[v as usize]));
+        if let Some(seen) = seen {
+            to_chw(a, 3, chw);
+            seen(0, chw);
+        }
+        for (i, conv) in self.convs.iter().enumerate() {
+            b.resize(conv.out * conv.area(), 0);
+            conv.run(a, 1, work, b, split);
+            core::mem::swap(a, b);
+            if let Some(seen) = seen {
+                to_chw(a, conv.out, chw);
+                seen(i + 1, chw);
+            }
+        }
+        let c3 = &self.model.convs[2];
+        if let Some(pool_scale) = self.model.pool_scale {
+            // The engine's own pool on the map in its layout: one channel's sum is the same
+            // f32 additions in the same order.
+            to_chw(a, c3.out, chw);
+            a.resize(c3.out, 0);
+            ops::average_pool(chw, c3.out, c3.out_side * c3.out_side, c3.y_scale, pool_scale, a);
+            if let Some(seen) = seen {
+                seen(self.convs.len() + 1, &a[..c3.out]);
+            }
+            return c3.out;
+        }
+        a.len()
     }
 }

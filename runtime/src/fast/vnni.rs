@@ -29,6 +29,7 @@
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
+use core::ops::Range;
 
 /// Output channels per vector (i32 lanes of a 512-bit register).
 pub const LANES: usize = 16;
@@ -73,55 +74,68 @@ pub fn available() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni")
 }
 
-/// `acc[o·positions + p] = Σₖ cols[p·n4 + k] · w[o][k]` for every output channel `o` and
-/// position `p` (`cols`: `positions` rows of `n4` uint8 values).
+/// `acc[p·width + o − blocks.start·16] = Σₖ cols[p·n4 + k] · w[o][k]` for the output channels
+/// `o` of channel blocks `blocks` (16 channels each; `width` = 16·`blocks.len()`) and every
+/// position `p` (`cols`: `positions` rows of `n4` uint8 values). Accumulators come out as rows
+/// of channels, the layout of an HWC map.
 ///
 /// # Panics
-/// When the CPU lacks the instructions (check [`available`]) or a buffer is too short.
-pub fn products(w: &Packed, cols: &[u8], positions: usize, acc: &mut [i32]) {
+/// When the CPU lacks the instructions (check [`available`]), `blocks` is not within the
+/// layer's, or a buffer is too short.
+pub fn products(w: &Packed, blocks: Range<usize>, cols: &[u8], positions: usize, acc: &mut [i32]) {
     assert!(available(), "vnni::products on a CPU without AVX-512 VNNI");
-    assert!(cols.len() >= positions * w.n4 && acc.len() >= w.out * positions);
+    assert!(blocks.start <= blocks.end && blocks.end <= w.out / LANES, "blocks {blocks:?} of {}", w.out / LANES);
+    assert!(cols.len() >= positions * w.n4 && acc.len() >= positions * blocks.len() * LANES);
     // SAFETY: the CPU has every feature the function is compiled for (asserted above).
-    unsafe { products_avx512(w, cols, positions, acc) }
+    unsafe { products_avx512(w, blocks, cols, positions, acc) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn products_avx512(w: &Packed, cols: &[u8], positions: usize, acc: &mut [i32]) {
-    let blocks = w.out / LANES;
+fn products_avx512(w: &Packed, blocks: Range<usize>, cols: &[u8], positions: usize, acc: &mut [i32]) {
+    let at = Tiles { first: blocks.start, width: blocks.len() * LANES };
+    let mut b = blocks.start;
     if positions == 1 {
-        let mut b = 0;
-        while b + 8 <= blocks {
-            tile::<8, 1>(w, cols, b, 0, positions, acc);
+        while b + 8 <= blocks.end {
+            tile::<8, 1>(w, &at, cols, b, 0, acc);
             b += 8;
         }
-        for b in b..blocks {
-            tile::<1, 1>(w, cols, b, 0, positions, acc);
+        for b in b..blocks.end {
+            tile::<1, 1>(w, &at, cols, b, 0, acc);
         }
         return;
     }
-    let mut b = 0;
-    while b + 2 <= blocks {
+    while b + 2 <= blocks.end {
         let mut p = 0;
+        while p + 8 <= positions {
+            tile::<2, 8>(w, &at, cols, b, p, acc);
+            p += 8;
+        }
         while p + 4 <= positions {
-            tile::<2, 4>(w, cols, b, p, positions, acc);
+            tile::<2, 4>(w, &at, cols, b, p, acc);
             p += 4;
         }
         for p in p..positions {
-            tile::<2, 1>(w, cols, b, p, positions, acc);
+            tile::<2, 1>(w, &at, cols, b, p, acc);
         }
         b += 2;
     }
-    for b in b..blocks {
+    for b in b..blocks.end {
         for p in 0..positions {
-            tile::<1, 1>(w, cols, b, p, positions, acc);
+            tile::<1, 1>(w, &at, cols, b, p, acc);
         }
     }
 }
 
+/// Where a tile's sums go: the first block of the call and the accumulator rows' width.
+struct Tiles {
+    first: usize,
+    width: usize,
+}
+
 /// `CB` blocks of 16 channels from block `b0`, `P` positions from `p0`, summed over the whole
-/// receptive field in registers, then stored.
+/// receptive field in registers, then stored (one 64-byte store per block and position).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn tile<const CB: usize, const P: usize>(w: &Packed, cols: &[u8], b0: usize, p0: usize, positions: usize, acc: &mut [i32]) {
+fn tile<const CB: usize, const P: usize>(w: &Packed, at: &Tiles, cols: &[u8], b0: usize, p0: usize, acc: &mut [i32]) {
     let groups = w.n4 / 4;
     let mut sum = [[_mm512_setzero_si512(); P]; CB];
     let blocks: [&[u8]; CB] = core::array::from_fn(|c| &w.weight[(b0 + c) * groups * 64..][..groups * 64]);
@@ -138,11 +152,8 @@ fn tile<const CB: usize, const P: usize>(w: &Packed, cols: &[u8], b0: usize, p0:
     }
     for (c, sums) in sum.iter().enumerate() {
         for (j, &s) in sums.iter().enumerate() {
-            let mut lanes = [0i32; LANES];
-            store(&mut lanes, s);
-            for (l, v) in lanes.into_iter().enumerate() {
-                acc[((b0 + c) * LANES + l) * positions + p0 + j] = v;
-            }
+            let o = (b0 + c - at.first) * LANES;
+            store((&mut acc[(p0 + j) * at.width + o..][..LANES]).try_into().unwrap(), s);
         }
     }
 }
@@ -164,14 +175,14 @@ mod tests {
     use super::*;
 
     /// Hand-sized case against the plain sum, including a field length that is not a multiple
-    /// of 4 and every tile shape (2×4, 2×1, 8×1, 1×1).
+    /// of 4 and every tile shape (2×8, 2×4, 2×1, 8×1, 1×1), on sub-ranges of the channel blocks.
     #[test]
     fn products_equal_the_plain_sums() {
         if !available() {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        for (out, n, positions) in [(16, 5, 3), (32, 27, 9), (48, 48, 6), (128, 64, 1), (144, 7, 1)] {
+        for (out, n, positions) in [(16, 5, 3), (32, 27, 9), (48, 48, 6), (64, 40, 21), (128, 64, 1), (144, 7, 1)] {
             let weight: Vec<i8> = (0..out * n).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
             let packed = Packed::new(&weight, out, n).unwrap();
             let mut cols = vec![0u8; positions * packed.n4];
@@ -180,13 +191,20 @@ mod tests {
                     cols[p * packed.n4 + k] = ((p * 53 + k * 29 + 7) % 256) as u8;
                 }
             }
-            let mut acc = vec![0; out * positions];
-            products(&packed, &cols, positions, &mut acc);
-            for o in 0..out {
-                for p in 0..positions {
-                    let want: i32 = (0..n).map(|k| cols[p * packed.n4 + k] as i32 * weight[o * n + k] as i32).sum();
-                    assert_eq!(acc[o * positions + p], want, "out {out} n {n}: channel {o} position {p}");
+            // Every block range: all, the first block alone, all but the first.
+            let blocks = out / LANES;
+            for range in [0..blocks, 0..1, 1..blocks] {
+                let width = range.len() * LANES;
+                let mut acc = vec![0; width * positions];
+                products(&packed, range.clone(), &cols, positions, &mut acc);
+                for o in range.start * LANES..range.end * LANES {
+                    for p in 0..positions {
+                        let want: i32 = (0..n).map(|k| cols[p * packed.n4 + k] as i32 * weight[o * n + k] as i32).sum();
+                        assert_eq!(acc[p * width + o - range.start * LANES], want, "out {out} n {n} blocks {range:?}: channel {o} position {p}");
+                    }
                 }
+            }
+            for o in 0..out {
                 assert_eq!(packed.sums[o], weight[o * n..][..n].iter().map(|&w| w as i32).sum::<i32>());
             }
         }
