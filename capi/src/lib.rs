@@ -1,7 +1,9 @@
 //! The C API of dim-runtime (`libdim_runtime_c.so` / `.a`, header `include/dim_runtime.h`).
 //!
 //! An app on an ARM Linux board opens an encoder — an ONNX file (f32 or int8) run by tract, or an
-//! engine blob run by the no_std int8 engine — from a path or from bytes, and embeds images:
+//! engine blob run by the host fast path (`dim_runtime::fast`: the no_std engine's int8
+//! arithmetic, bit for bit, vectorised and on every core) — from a path or from bytes, and
+//! embeds images:
 //! preprocessed (`[n, 3, 32, 32]` f32 in `[-1, 1]`) or raw 8-bit pixels of any size (scaled and
 //! centre-cropped as in training, `dim_runtime::preprocess`).
 //!
@@ -19,6 +21,7 @@
 #![allow(clippy::missing_safety_doc)] // The contract above is the safety doc of every function.
 
 use dim_runtime::engine::Model;
+use dim_runtime::fast::FastModel;
 use dim_runtime::{Encoder, INPUT_LEN, Rgb32};
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -51,8 +54,8 @@ pub struct DimEncoder {
 
 enum Runner {
     Tract(Encoder),
-    /// The blob's bytes (checked by `Model::parse` when opened) and the width of Y.
-    Engine(Vec<u8>, usize),
+    /// The blob, prepared for the host once when opened.
+    Engine(Box<FastModel>),
 }
 
 /// One raw image: 8-bit pixels, rows top to bottom, `channels` interleaved values per pixel
@@ -101,8 +104,7 @@ fn runtime_error(e: dim_runtime::Error) -> DimStatus {
 /// An engine blob starts with the blob's magic; anything else is tried as ONNX.
 fn open(bytes: Vec<u8>) -> Result<DimEncoder, DimStatus> {
     if let Ok(model) = Model::parse(&bytes) {
-        let dim = model.dim();
-        return Ok(DimEncoder { inner: Runner::Engine(bytes, dim) });
+        return Ok(DimEncoder { inner: Runner::Engine(Box::new(FastModel::new(&model))) });
     }
     Encoder::from_bytes(&bytes).map(|e| DimEncoder { inner: Runner::Tract(e) }).map_err(|e| {
         let status = runtime_error(e);
@@ -166,7 +168,7 @@ pub unsafe extern "C" fn dim_encoder_dim(encoder: *const DimEncoder) -> usize {
     // SAFETY: null or an encoder from `dim_encoder_open_*`, by the contract.
     match unsafe { encoder.as_ref() } {
         Some(DimEncoder { inner: Runner::Tract(e) }) => e.dim(),
-        Some(DimEncoder { inner: Runner::Engine(_, dim) }) => *dim,
+        Some(DimEncoder { inner: Runner::Engine(fast) }) => fast.dim(),
         None => 0,
     }
 }
@@ -182,18 +184,13 @@ impl DimEncoder {
                 }
                 encoder.embed_preprocessed(&input).map_err(runtime_error)
             }
-            Runner::Engine(blob, dim) => self.engine_rows(blob, *dim, images),
+            Runner::Engine(fast) => {
+                let mut y = vec![0f32; images.len() * fast.dim()];
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                fast.run_batch(images, &mut y, threads).map_err(|e| fail(DimStatus::DimErrRun, e))?;
+                Ok(y)
+            }
         }
-    }
-
-    fn engine_rows(&self, blob: &[u8], dim: usize, images: &[Rgb32]) -> Result<Vec<f32>, DimStatus> {
-        let model = Model::parse(blob).map_err(|e| fail(DimStatus::DimErrModel, e))?;
-        let mut arena = vec![0u8; model.arena_size()];
-        let mut y = vec![0f32; images.len() * dim];
-        for (rgb, row) in images.iter().zip(y.chunks_mut(dim)) {
-            model.run(rgb, &mut arena, row).map_err(|e| fail(DimStatus::DimErrRun, e))?;
-        }
-        Ok(y)
     }
 }
 

@@ -1,4 +1,5 @@
-//! The blob parser and the engine on arbitrary bytes: never a panic, never an out-of-bounds.
+//! The blob parser, the engine and the host fast path on arbitrary bytes: never a panic, never an
+//! out-of-bounds, and the fast path's `y` is the engine's, bit for bit.
 //!
 //! Each input is tried twice: as a whole blob (the header checks), and as a payload given a
 //! valid header and checksum, so the structural checks and the engine itself are reached.
@@ -28,5 +29,11 @@ fuzz_target!(|data: &[u8]| {
         model.run(&rgb, &mut arena, &mut y).expect("a parsed model runs with its own arena size");
         let mut q = vec![0i8; y.len()];
         model.quantize_output(&y, &mut q);
+        for fast in [dim_runtime::fast::FastModel::new(&model), dim_runtime::fast::FastModel::portable(&model)] {
+            let mut y2 = vec![0f32; model.dim()];
+            fast.run(&rgb, &mut dim_runtime::fast::Scratch::default(), &mut y2).expect("the fast path runs what the engine runs");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y2), "the fast path differs from the engine");
+        }
     }
 });

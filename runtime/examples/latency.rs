@@ -55,13 +55,13 @@ fn report_engine(name: &str, blob: &[u8], x: &[f32]) {
     let many = median_seconds(|| run(&images), 20);
     println!("{name}: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
     // The same blob through the host fast path (same results, bit for bit).
-    let fast = dim_runtime::fast::FastModel::new(model);
+    let fast = dim_runtime::fast::FastModel::new(&model);
     // Every core, as onnxruntime runs: at batch 1 `run_batch` splits each layer between two
     // threads, at batch 64 it shares the images out.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut y = vec![0f32; fast.model().dim()];
+    let mut y = vec![0f32; fast.dim()];
     let one = median_seconds(|| fast.run_batch(&images[..1], &mut y, threads).unwrap(), 200);
-    let mut ys = vec![0f32; images.len() * fast.model().dim()];
+    let mut ys = vec![0f32; images.len() * fast.dim()];
     let many = median_seconds(|| fast.run_batch(&images, &mut ys, threads).unwrap(), 20);
     println!("{name}/fast: batch 1 {:.0} us, batch 64 {:.0} img/s", one * 1e6, 64.0 / many);
     // And on one thread (what `FastModel::run` does; what one core of a board gives).

@@ -406,8 +406,9 @@ pub struct DataArgs {
     /// engine blob from `quantize --blob`.
     #[arg(long)]
     pub model: PathBuf,
-    /// The runtime that embeds the images: tract (dim-runtime's `Encoder`, as on ARM Linux) or
-    /// the no_std engine the Cortex-M firmware runs (a `.blob`). Default: engine for a `.blob`,
+    /// The runtime that embeds the images: tract (dim-runtime's `Encoder`, as on ARM Linux), the
+    /// no_std engine the Cortex-M firmware runs (a `.blob`), or the host fast path (a `.blob`:
+    /// the engine's arithmetic vectorised, as the C API runs it). Default: engine for a `.blob`,
     /// tract otherwise.
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeArg>,
@@ -593,6 +594,7 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
 pub enum RuntimeArg {
     Tract,
     Engine,
+    Fast,
 }
 
 impl From<RuntimeArg> for dim_trainer::eval::deployed::Runtime {
@@ -600,6 +602,7 @@ impl From<RuntimeArg> for dim_trainer::eval::deployed::Runtime {
         match r {
             RuntimeArg::Tract => Self::Tract,
             RuntimeArg::Engine => Self::Engine,
+            RuntimeArg::Fast => Self::Fast,
         }
     }
 }

@@ -84,11 +84,11 @@ pub fn run(o: &EmbedOptions) -> anyhow::Result<(usize, usize)> {
     Ok((files.len(), dim))
 }
 
-/// The runtime that embeds: tract for ONNX files and run folders, the engine for a blob.
+/// The runtime that embeds: tract for ONNX files and run folders, the engine's arithmetic for a
+/// blob (on the host fast path: the engine's results bit for bit, on every core).
 enum Embedder {
     Tract(dim_runtime::Encoder),
-    /// The blob's bytes, checked by `Model::parse` when opened, and the width of Y.
-    Engine(Vec<u8>, usize),
+    Engine(Box<dim_runtime::fast::FastModel>),
 }
 
 impl Embedder {
@@ -96,15 +96,13 @@ impl Embedder {
         use crate::eval::deployed::Runtime;
         if Runtime::for_model(model) == Runtime::Engine {
             let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
-            let dim = dim_runtime::engine::Model::parse(&bytes)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: not an engine blob ({e}); embed takes an ONNX encoder (.onnx), a run folder, or a blob from `trainer quantize --blob`",
-                        model.display()
-                    )
-                })?
-                .dim();
-            return Ok(Self::Engine(bytes, dim));
+            let parsed = dim_runtime::engine::Model::parse(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not an engine blob ({e}); embed takes an ONNX encoder (.onnx), a run folder, or a blob from `trainer quantize --blob`",
+                    model.display()
+                )
+            })?;
+            return Ok(Self::Engine(Box::new(dim_runtime::fast::FastModel::new(&parsed))));
         }
         let (encoder, _) = crate::eval::deployed::load_encoder(model)
             .with_context(|| format!("{}: embed takes an ONNX encoder (.onnx, f32 or int8), a run folder, or an engine blob (.blob)", model.display()))?;
@@ -114,7 +112,7 @@ impl Embedder {
     fn dim(&self) -> usize {
         match self {
             Self::Tract(e) => e.dim(),
-            Self::Engine(_, dim) => *dim,
+            Self::Engine(fast) => fast.dim(),
         }
     }
 
@@ -128,13 +126,10 @@ impl Embedder {
                 }
                 Ok(encoder.embed_preprocessed(&input)?)
             }
-            Self::Engine(blob, dim) => {
-                let model = dim_runtime::engine::Model::parse(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut arena = vec![0u8; model.arena_size()];
-                let mut y = vec![0f32; images.len() * dim];
-                for (rgb, row) in images.iter().zip(y.chunks_mut(*dim)) {
-                    model.run(rgb, &mut arena, row).map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
+            Self::Engine(fast) => {
+                let mut y = vec![0f32; images.len() * fast.dim()];
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                fast.run_batch(images, &mut y, threads).map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(y)
             }
         }

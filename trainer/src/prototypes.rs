@@ -121,9 +121,10 @@ pub fn run(o: &PrototypesOptions) -> anyhow::Result<Summary> {
         ensure!(picked.len() == o.shots, "class {:?} has {} training images; --shots is {}", source.classes()[c], picked.len(), o.shots);
         support.extend(picked);
     }
-    let deployed = Deployed::Engine(bytes.clone());
+    // The engine's arithmetic on the host fast path (bit for bit the engine's, faster).
+    let deployed = Deployed::Engine(bytes.clone(), true);
     let dim = model.dim();
-    eprintln!("embedding {} support and {} validation images with the engine…", support.len(), valid.len());
+    eprintln!("embedding {} support and {} validation images with the engine's arithmetic (host fast path)…", support.len(), valid.len());
     let s = deployed.represent(&*source, &support)?;
     let protos: Vec<Vec<i8>> = s.layers[0].2.chunks(dim * o.shots).map(|class| to_int8(&normalised_mean(class.chunks(dim), dim))).collect();
     // Score the validation images as the device does: int8 embedding, nearest prototype.

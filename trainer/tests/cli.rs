@@ -164,6 +164,36 @@ fn eval_then_check_replays_the_measures_through_the_int8_encoder() {
     let out = engine_check(&p("new/encoder.blob"));
     let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("check passed") && err.contains("the no_std engine"), "{text}\n{err}");
+    // And on the host fast path: the engine's embeddings bit for bit, so the same kNN accuracy.
+    let out = trainer()
+        .args(
+            [
+                &[
+                    "check",
+                    "--runtime",
+                    "fast",
+                    "--model",
+                    &p("new/encoder.blob"),
+                    "--reference",
+                    &p("ref/report.json"),
+                    "--out",
+                    &p("check-fast.json"),
+                    "--max-drop",
+                    "3",
+                ][..],
+                &measure,
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap();
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("check passed") && err.contains("the host fast path"), "{text}\n{err}");
+    let knn = |file: &str| -> serde_json::Value {
+        let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p(file)).unwrap()).unwrap();
+        rows.as_array().unwrap().iter().find(|r| r["name"] == "knn.y").unwrap()["deployed"].clone()
+    };
+    assert_eq!(knn("check-fast.json"), knn("check-engine.json"), "kNN through the fast path and the engine");
     // A blob that parses (its checksum recomputed) but whose first convolution lost its
     // weights: the engine runs it, and the check finds what it lost.
     let mut blob = std::fs::read(p("new/encoder.blob")).unwrap();

@@ -148,13 +148,13 @@ pub fn dense(d: &blob::Dense, x: &[u8], y: &mut [f32]) {
         for (k, &xv) in x[..d.inp].iter().enumerate() {
             acc = acc.wrapping_add(xv as i32 * d.weight[k * d.out + n] as i8 as i32);
         }
-        *out = dense_out(d, n, acc);
+        *out = dense_out(acc, d.rescale.f32(n), d.bias.f32(n));
     }
 }
 
-/// Output `n` of the `y` layer from its int32 accumulator: `f32(acc)·rescale[n] + bias[n]`.
-pub fn dense_out(d: &blob::Dense, n: usize, acc: i32) -> f32 {
-    acc as f32 * d.rescale.f32(n) + d.bias.f32(n)
+/// An output of the `y` layer from its int32 accumulator: `f32(acc)·rescale + bias`.
+pub fn dense_out(acc: i32, rescale: f32, bias: f32) -> f32 {
+    acc as f32 * rescale + bias
 }
 
 #[cfg(test)]

@@ -1,28 +1,29 @@
-//! The engine's int8 arithmetic laid out for a host's vector units: the same model blob, the
-//! same results bit for bit, several times faster on x86-64 and aarch64.
+//! The engine's int8 arithmetic laid out for a host's vector units and threads: the same model
+//! blob, the same results bit for bit, several times faster on x86-64 and aarch64.
 //!
-//! The no_std [`engine`](crate::engine) is written for Cortex-M: one receptive field gathered at
-//! a time into the `SMLAD` pair layout, two output channels per pass. On a host that layout
-//! costs more than it saves. [`FastModel`] keeps the engine's arithmetic and changes only the
-//! order of the work:
+//! The no_std [`engine`](crate::engine) is written for Cortex-M: CHW maps, one receptive field
+//! gathered at a time into the `SMLAD` pair layout, two output channels per pass. On a host that
+//! layout costs more than it saves. [`FastModel`] keeps the engine's arithmetic and changes the
+//! order of the work and the layout of the maps:
 //!
 //! ```text
-//! engine (per layer)                      fast path (per layer)
-//! for each output position:               gather every receptive field once:
-//!   gather its field (SMLAD pairs)          cols [positions][n] i16 (x − zero; padding 0)
-//!   for each pair of channels:            for each output channel o (weights w[o] as i16):
-//!     acc = bias + Σ field·w (SMLAD)        for each position p:
-//!     requantize(acc, m)                      acc = bias + Σ cols[p]·w[o]   (one i32 reduction)
-//!                                             requantize(acc, m)
+//! engine (per layer, CHW maps)            fast path (per layer, HWC maps)
+//! for each output position:               gather every receptive field once, a kernel row of
+//!   gather its field (SMLAD pairs)          taps being one run of kernel·C bytes in HWC:
+//!   for each pair of channels:              cols [positions][n]   (ky, kx, c order; weights too)
+//!     acc = bias + Σ field·w (SMLAD)      acc [positions][out] = cols · wᵀ  (vector products)
+//!     requantize(acc, m)                  y [positions][out] = requantize(bias + acc, m)
+//!                                           (one vectorised pass per layer: y is HWC again)
 //! ```
 //!
-//! Every product is an exact i16·i16 into i32, and the sums are the same integers in another
-//! order (wrapping adds, as `SMLAD`'s: addition modulo 2³² is associative), so each accumulator
-//! equals the engine's; the requantization, the pool, the `y` layer and the image's
-//! quantization are the engine's own functions. The reduction is written as a plain
-//! `Σ a[i]·b[i]` over i16 for the compiler to vectorise (the generated code was not inspected);
-//! [`dot`] is compiled for AVX-512, AVX2, NEON and the baseline and chosen at run time
-//! (`multiversion`), with no `unsafe` here.
+//! Every product is exact in i32, and the sums are the same integers in another order (wrapping
+//! adds, as `SMLAD`'s: addition modulo 2³² is associative), so each accumulator equals the
+//! engine's; the requantization is the engine's IEEE operations (vectorised, see
+//! [`requantize_rows`]), and the pool, the image's quantization (a table of
+//! [`Model::quantize_pixel`]) and the `y` layer's output are the engine's own functions. The
+//! reductions are plain `Σ a[i]·b[i]` over i16 for the compiler to vectorise: [`dot`] is
+//! compiled for AVX-512, AVX2, NEON and the baseline and chosen at run time (`multiversion`),
+//! with no `unsafe` here.
 //!
 //! On x86-64 CPUs with AVX-512 VNNI the products run in [`vnni`] instead: raw uint8 fields
 //! times int8 weights, 64 multiply-accumulates per instruction, the zero point subtracted after
@@ -30,8 +31,13 @@
 //! That module is the fast path's only `unsafe` (its proof is in its doc); the i16 path above is
 //! its safe twin, and the one every other CPU runs.
 //!
+//! Threads ([`FastModel::run_batch`]): a batch is shared out between threads, each running its
+//! fc layer (the largest weights) over groups of [`GROUP`] images at once; a single image has
+//! each large layer split in two on rayon's pool, by positions (or, for the fc layer, by output
+//! channels). Splitting changes which thread computes an output, never how.
+//!
 //! Tests: `tests/fast.rs` compares every layer and `y` with the engine's on the shipped blobs'
-//! golden images and on random images (property test).
+//! golden images and on random images (property test), on both paths and thread layouts.
 
 use crate::engine::{EngineError, Model, blob, ops};
 use core::ops::Range;
@@ -251,19 +257,31 @@ impl FastConv {
 /// [`ops::dense_out`].
 #[derive(Debug, Clone)]
 struct FastDense {
+    inp: usize,
     weight: Vec<i16>,
+    rescale: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 impl FastDense {
     fn new(d: &blob::Dense) -> Self {
-        Self { weight: (0..d.out).flat_map(|n| (0..d.inp).map(move |k| d.weight[k * d.out + n] as i8 as i16)).collect() }
+        Self {
+            inp: d.inp,
+            weight: (0..d.out).flat_map(|n| (0..d.inp).map(move |k| d.weight[k * d.out + n] as i8 as i16)).collect(),
+            rescale: (0..d.out).map(|n| d.rescale.f32(n)).collect(),
+            bias: (0..d.out).map(|n| d.bias.f32(n)).collect(),
+        }
     }
 
-    fn run(&self, d: &blob::Dense, x: &[u8], wide: &mut Vec<i16>, y: &mut [f32]) {
+    fn out(&self) -> usize {
+        self.bias.len()
+    }
+
+    fn run(&self, x: &[u8], wide: &mut Vec<i16>, y: &mut [f32]) {
         wide.clear();
-        wide.extend(x[..d.inp].iter().map(|&v| v as i16));
-        for (n, (out, w)) in y.iter_mut().zip(self.weight.chunks_exact(d.inp)).enumerate() {
-            *out = ops::dense_out(d, n, dot(wide, w));
+        wide.extend(x[..self.inp].iter().map(|&v| v as i16));
+        for (n, (out, w)) in y.iter_mut().zip(self.weight.chunks_exact(self.inp)).enumerate() {
+            *out = ops::dense_out(dot(wide, w), self.rescale[n], self.bias[n]);
         }
     }
 }
@@ -273,10 +291,12 @@ impl FastDense {
 /// first layer) and the dispatch is per call. Written without branches so that the loop is
 /// vectorised. The same IEEE operations as `ops::requant` (the host's requantization; the
 /// integer-only one is for Cortex-M cores without an FPU, never a host): for `acc > 0`,
-/// `x = acc·m` and `x + 2²³` capped at `2²³ + 255` is `2²³ + ` `requant`'s `x ≥ 255 → 255, else
-/// round(x)` (a value just under 255 rounds to 255 either way; `x ≥ 2²³` and an infinite `x`
-/// cap to 255). Tested bit for bit against the engine (`tests/fast.rs`).
+/// `x = acc·m` and `x + 2²³` kept within `[2²³, 2²³ + 255]` is `2²³ + ` `requant`'s `x ≥ 255 →
+/// 255, else round(x)` (a value just under 255 rounds to 255 either way; `x ≥ 2²³` and an
+/// infinite `x` cap to 255). Tested bit for bit against the engine (`tests/fast.rs`, and the
+/// `blob` fuzz target on hostile blobs).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw", "x86_64+avx2", "aarch64+neon"))]
+#[allow(clippy::manual_clamp)] // `clamp` returns NaN for NaN; `max` then `min` gives 0, as `requant`
 fn requantize_rows(y: &mut [u8], stride: usize, acc: &[i32], base: &[i32], m: &[f32]) {
     const TWO_23: f32 = 8_388_608.0;
     let width = base.len();
@@ -285,8 +305,10 @@ fn requantize_rows(y: &mut [u8], stride: usize, acc: &[i32], base: &[i32], m: &[
             let a = b.wrapping_add(a);
             // `x + 2²³` for `0 ≤ x < 2²³` is the float `2²³ + round_even(x)`, whose bits are
             // `0x4B00_0000 + round_even(x)`: the integer read from the bits, with no float →
-            // int conversion (Rust's saturating one is done lane by lane, not vectorised).
-            let t = (a as f32 * m + TWO_23).min(TWO_23 + 255.0);
+            // int conversion (Rust's saturating one is done lane by lane, not vectorised). A
+            // negative or NaN `x` (a hostile blob's negative or NaN weight scale) is 0, as
+            // `requant`'s saturating `as u8` makes it: `max` returns 2²³ for both.
+            let t = (a as f32 * m + TWO_23).max(TWO_23).min(TWO_23 + 255.0);
             let r = t.to_bits().wrapping_sub(TWO_23.to_bits());
             *v = if a <= 0 { 0 } else { r as u8 };
         }
@@ -333,43 +355,44 @@ struct Work {
 type Seen<'s> = Option<&'s mut dyn FnMut(usize, &[u8])>;
 
 /// An engine blob prepared for a host: run it with [`FastModel::run`]; equal to
-/// [`Model::run`] bit for bit.
+/// [`Model::run`] bit for bit. It owns its (reordered) weights: the blob can be dropped.
 #[derive(Debug, Clone)]
-pub struct FastModel<'m> {
-    model: Model<'m>,
+pub struct FastModel {
     convs: Vec<FastConv>,
     fc: FastConv,
     y: FastDense,
     /// [`Model::quantize_pixel`] of every byte: the image quantized straight into HWC.
     pixels: [u8; 256],
+    /// The global average pool's scales (input, output), when the model pools.
+    pool: Option<(f32, f32)>,
 }
 
-impl<'m> FastModel<'m> {
+impl FastModel {
     /// Reorders and widens a parsed blob's weights (once; the blob stays borrowed for the rest),
     /// and packs them for AVX-512 VNNI where the CPU has it.
-    pub fn new(model: Model<'m>) -> Self {
+    pub fn new(model: &Model) -> Self {
         Self::build(model, true)
     }
 
     /// [`FastModel::new`] on the portable i16 path only (no VNNI): the safe twin the tests
     /// compare the VNNI path with, on a CPU that has both.
-    pub fn portable(model: Model<'m>) -> Self {
+    pub fn portable(model: &Model) -> Self {
         Self::build(model, false)
     }
 
-    fn build(model: Model<'m>, vector: bool) -> Self {
+    fn build(model: &Model, vector: bool) -> Self {
         Self {
             convs: model.convs.iter().map(|c| FastConv::new(c, vector)).collect(),
             fc: FastConv::new(&model.fc, vector),
             y: FastDense::new(&model.y),
             pixels: core::array::from_fn(|v| model.quantize_pixel(v as u8)),
-            model,
+            pool: model.pool_scale.map(|s| (model.convs[2].y_scale, s)),
         }
     }
 
-    /// The parsed blob it runs.
-    pub fn model(&self) -> &Model<'m> {
-        &self.model
+    /// Width of the embedding.
+    pub fn dim(&self) -> usize {
+        self.y.out()
     }
 
     /// Embeds one 32×32 RGB image into `y`, as [`Model::run`] does, on this thread.
@@ -382,7 +405,7 @@ impl<'m> FastModel<'m> {
     /// fc layer 8 images at a time. One image on 2 or more threads: each layer large enough to
     /// gain from it is split in two (rayon's pool), as onnxruntime splits its products at batch 1.
     pub fn run_batch(&self, images: &[crate::Rgb32], y: &mut [f32], threads: usize) -> Result<(), EngineError> {
-        let dim = self.model.y.out;
+        let dim = self.dim();
         if y.len() != images.len() * dim {
             return Err(EngineError::Output { need: images.len() * dim, got: y.len() });
         }
@@ -403,9 +426,11 @@ impl<'m> FastModel<'m> {
                     run(images, y);
                     return Ok(());
                 }
-                std::thread::scope(|s| {
+                // On rayon's pool, whose threads are already running (a thread started per call
+                // cost tiny's batch its whole second core).
+                rayon::scope(|s| {
                     for (imgs, ys) in images.chunks(share).zip(y.chunks_mut(share * dim)) {
-                        s.spawn(move || run(imgs, ys));
+                        s.spawn(move |_| run(imgs, ys));
                     }
                 });
                 Ok(())
@@ -420,18 +445,17 @@ impl<'m> FastModel<'m> {
     }
 
     fn forward(&self, rgb: &crate::Rgb32, scratch: &mut Scratch, y: &mut [f32], split: bool, mut seen: Seen) -> Result<(), EngineError> {
-        let m = &self.model;
-        if y.len() != m.y.out {
-            return Err(EngineError::Output { need: m.y.out, got: y.len() });
+        if y.len() != self.dim() {
+            return Err(EngineError::Output { need: self.dim(), got: y.len() });
         }
         let len = self.features(rgb, scratch, split, &mut seen);
         let Scratch { a, b, work, .. } = scratch;
         b.resize(self.fc.out, 0);
         self.fc.run(&a[..len], 1, work, b, split);
         if let Some(seen) = seen {
-            seen(self.convs.len() + 1 + m.pool_scale.is_some() as usize, b);
+            seen(self.convs.len() + 1 + self.pool.is_some() as usize, b);
         }
-        self.y.run(&m.y, b, &mut work.cols, y);
+        self.y.run(b, &mut work.cols, y);
         Ok(())
     }
 
@@ -445,8 +469,8 @@ impl<'m> FastModel<'m> {
         }
         group_out.resize(images.len() * self.fc.out, 0);
         self.fc.run(&group_in, images.len(), &mut scratch.work, &mut group_out, false);
-        for (fc, y) in group_out.chunks_exact(self.fc.out).zip(ys.chunks_exact_mut(self.model.y.out)) {
-            self.y.run(&self.model.y, fc, &mut scratch.work.cols, y);
+        for (fc, y) in group_out.chunks_exact(self.fc.out).zip(ys.chunks_exact_mut(self.dim())) {
+            self.y.run(fc, &mut scratch.work.cols, y);
         }
         (scratch.group_in, scratch.group_out) = (group_in, group_out);
     }
@@ -470,18 +494,41 @@ impl<'m> FastModel<'m> {
                 seen(i + 1, chw);
             }
         }
-        let c3 = &self.model.convs[2];
-        if let Some(pool_scale) = self.model.pool_scale {
+        if let (Some((x_scale, pool_scale)), Some(c3)) = (self.pool, self.convs.last()) {
             // The engine's own pool on the map in its layout: one channel's sum is the same
             // f32 additions in the same order.
             to_chw(a, c3.out, chw);
             a.resize(c3.out, 0);
-            ops::average_pool(chw, c3.out, c3.out_side * c3.out_side, c3.y_scale, pool_scale, a);
+            ops::average_pool(chw, c3.out, c3.area(), x_scale, pool_scale, a);
             if let Some(seen) = seen {
                 seen(self.convs.len() + 1, &a[..c3.out]);
             }
             return c3.out;
         }
         a.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised requantization against the engine's on accumulators and multipliers from
+    /// the ordinary to the hostile: a negative, NaN, infinite, subnormal or huge `m` (a blob's
+    /// weight scale can be any float), accumulators of both signs and at the extremes.
+    #[test]
+    fn requantize_rows_is_the_engines_requant() {
+        let ms = [0.0059, 1.0, 0.5, 254.5 / 1000.0, 1e-40, 3.0e38, f32::INFINITY, -f32::INFINITY, -8.97e23, -0.001, f32::NAN, 0.0, -0.0];
+        let accs = [i32::MIN, -1_000_000, -1, 0, 1, 2, 127, 1000, 1019, 43_000, 1 << 23, (1 << 24) + 1, i32::MAX];
+        let (base, m): (Vec<i32>, Vec<f32>) = ms.iter().flat_map(|&m| accs.iter().map(move |&a| (a, m))).unzip();
+        for acc_shift in [0, 1, -1] {
+            let acc = vec![acc_shift; base.len()];
+            let mut y = vec![7u8; base.len()];
+            requantize_rows(&mut y, base.len(), &acc, &base, &m);
+            for i in 0..base.len() {
+                let a = base[i].wrapping_add(acc_shift);
+                assert_eq!(y[i], ops::requant(a, m[i]), "acc {a} m {:e}", m[i]);
+            }
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! - **engine** (`dim_runtime::engine`, built for the host): a `.blob` — the very code the
 //!   Cortex-M firmware runs, so `check` covers it too. Its conv and fc probe layers are its own
 //!   uint8 activations times their scales: what tract's `relu3` / `fc_relu` outputs compute.
+//! - **fast** (`dim_runtime::fast`): a `.blob` on the host fast path — the engine's arithmetic
+//!   vectorised, what the C API runs a blob with; the same activations, bit for bit.
 
 use super::Split;
 use crate::data::{self, ImageSource};
@@ -12,6 +14,7 @@ use crate::export::PROBE_LAYERS;
 use anyhow::Context;
 use dim_runtime::Encoder;
 use dim_runtime::engine::Model;
+use dim_runtime::fast::{FastModel, Scratch};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -22,6 +25,8 @@ pub enum Runtime {
     Tract,
     /// The no_std int8 engine (`.blob` files).
     Engine,
+    /// The host fast path (`.blob` files).
+    Fast,
 }
 
 impl Runtime {
@@ -36,6 +41,7 @@ impl std::fmt::Display for Runtime {
         f.write_str(match self {
             Self::Tract => "dim-runtime (tract)",
             Self::Engine => "the no_std engine",
+            Self::Fast => "the host fast path",
         })
     }
 }
@@ -44,8 +50,9 @@ impl std::fmt::Display for Runtime {
 pub enum Deployed {
     /// With whether its probe layers are there.
     Tract(Encoder, bool),
-    /// The blob's bytes (parsed again where used: `Model` borrows them).
-    Engine(Vec<u8>),
+    /// The blob's bytes (parsed again where used: `Model` borrows them), and whether it runs on
+    /// the fast path.
+    Engine(Vec<u8>, bool),
 }
 
 impl Deployed {
@@ -53,15 +60,19 @@ impl Deployed {
     pub fn load(model: &Path, runtime: Option<Runtime>) -> anyhow::Result<Self> {
         match runtime.unwrap_or_else(|| Runtime::for_model(model)) {
             Runtime::Tract => {
-                anyhow::ensure!(Runtime::for_model(model) == Runtime::Tract, "{} is an engine blob: measure it with --runtime engine", model.display());
+                anyhow::ensure!(
+                    Runtime::for_model(model) == Runtime::Tract,
+                    "{} is an engine blob: measure it with --runtime engine (or fast)",
+                    model.display()
+                );
                 let (encoder, layers) = load_encoder(model)?;
                 Ok(Self::Tract(encoder, layers))
             }
-            Runtime::Engine => {
+            runtime @ (Runtime::Engine | Runtime::Fast) => {
                 let bytes = std::fs::read(model).with_context(|| format!("cannot read {}", model.display()))?;
                 Model::parse(&bytes)
                     .map_err(|e| anyhow::anyhow!("{}: {e}; the engine runs the `.blob` that `trainer quantize --blob` writes", model.display()))?;
-                Ok(Self::Engine(bytes))
+                Ok(Self::Engine(bytes, runtime == Runtime::Fast))
             }
         }
     }
@@ -70,7 +81,8 @@ impl Deployed {
     pub fn runtime(&self) -> Runtime {
         match self {
             Self::Tract(..) => Runtime::Tract,
-            Self::Engine(_) => Runtime::Engine,
+            Self::Engine(_, false) => Runtime::Engine,
+            Self::Engine(_, true) => Runtime::Fast,
         }
     }
 
@@ -78,7 +90,7 @@ impl Deployed {
     pub fn represent(&self, source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
         match self {
             Self::Tract(encoder, layers) => represent_tract(encoder, *layers, source, indices),
-            Self::Engine(blob) => represent_engine(blob, source, indices),
+            Self::Engine(blob, fast) => represent_engine(blob, *fast, source, indices),
         }
     }
 }
@@ -101,10 +113,11 @@ pub fn random_twin(model: &Path) -> anyhow::Result<Option<Encoder>> {
     Ok(Some(Encoder::from_bytes(&crate::export::to_onnx(&encoder, false))?))
 }
 
-/// Runs `indices` of `source` through the engine, one image at a time as on a device (images
-/// in parallel, an arena each).
-fn represent_engine(blob: &[u8], source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
+/// Runs `indices` of `source` through the engine (or, with `fast`, the fast path), one image at
+/// a time as on a device (images in parallel, an arena each).
+fn represent_engine(blob: &[u8], fast: bool, source: &dyn ImageSource, indices: &[usize]) -> anyhow::Result<Split> {
     let model = Model::parse(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fast = fast.then(|| FastModel::new(&model));
     // The activations `run_observed` shows: image, conv1..3, (pool), fc.
     let (conv3, fc_at) = (3, 4 + model.pool_scale.is_some() as usize);
     let (conv_scale, fc_scale) = (model.convs[2].y_scale, model.fc.y_scale);
@@ -113,20 +126,23 @@ fn represent_engine(blob: &[u8], source: &dyn ImageSource, indices: &[usize]) ->
     let rows: Vec<Row> = indices
         .par_iter()
         .map_init(
-            || vec![0u8; model.arena_size()],
-            |arena, &i| -> anyhow::Result<Row> {
+            || (vec![0u8; model.arena_size()], Scratch::default()),
+            |(arena, scratch), &i| -> anyhow::Result<Row> {
                 let rgb = source.load(i)?;
                 let mut input = vec![0f32; dim_runtime::INPUT_LEN];
                 dim_runtime::preprocess::rgb32_to_input(&rgb, &mut input)?;
                 let (mut y, mut conv, mut fc) = (vec![0f32; model.dim()], Vec::new(), Vec::new());
                 let dequantize = |a: &[u8], s: f32| a.iter().map(|&q| q as f32 * s).collect::<Vec<f32>>();
-                model
-                    .run_observed(&rgb, arena, &mut y, |layer, a| match layer {
-                        l if l == conv3 => conv = dequantize(a, conv_scale),
-                        l if l == fc_at => fc = dequantize(a, fc_scale),
-                        _ => {}
-                    })
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut seen = |layer, a: &[u8]| match layer {
+                    l if l == conv3 => conv = dequantize(a, conv_scale),
+                    l if l == fc_at => fc = dequantize(a, fc_scale),
+                    _ => {}
+                };
+                match &fast {
+                    Some(fast) => fast.run_observed(&rgb, scratch, &mut y, &mut seen),
+                    None => model.run_observed(&rgb, arena, &mut y, &mut seen),
+                }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 bar.inc(1);
                 Ok((input, y, conv, fc))
             },
