@@ -135,9 +135,16 @@ pub fn conv2d(c: &blob::Conv, x: &[u8], col: &mut [u32], y: &mut [u8]) {
 pub fn average_pool(x: &[u8], channels: usize, hw: usize, x_scale: f32, y_scale: f32, y: &mut [u8]) {
     let inv = y_scale.recip();
     for (c, out) in y[..channels].iter_mut().enumerate() {
-        let sum: f32 = x[c * hw..(c + 1) * hw].iter().map(|&q| q as f32 * x_scale).sum();
-        *out = round_even(sum / hw as f32 * inv).clamp(0.0, 255.0) as u8;
+        *out = pool_channel(x[c * hw..(c + 1) * hw].iter().copied(), hw, x_scale, inv);
     }
+}
+
+/// One channel of [`average_pool`] from its `hw` values in position order (`inv` = 1/y_scale):
+/// the f32 sum of `q·x_scale` in that order, its mean requantized. The host fast path pools its
+/// HWC maps with it (the same values in the same order).
+pub fn pool_channel(values: impl Iterator<Item = u8>, hw: usize, x_scale: f32, inv: f32) -> u8 {
+    let sum: f32 = values.map(|q| q as f32 * x_scale).sum();
+    round_even(sum / hw as f32 * inv).clamp(0.0, 255.0) as u8
 }
 
 /// The `y` layer: exact int32 `Σ x·w` (uint8 `x` with zero point 0, int8 `w` `[K, N]`), then

@@ -333,7 +333,7 @@ fn to_chw(hwc: &[u8], channels: usize, chw: &mut Vec<u8>) {
 pub struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
-    /// An activation in CHW (for the pool, and for the observer).
+    /// An activation in CHW, for the observer.
     chw: Vec<u8>,
     /// The fc inputs and outputs of a group of images.
     group_in: Vec<u8>,
@@ -495,11 +495,12 @@ impl FastModel {
             }
         }
         if let (Some((x_scale, pool_scale)), Some(c3)) = (self.pool, self.convs.last()) {
-            // The engine's own pool on the map in its layout: one channel's sum is the same
-            // f32 additions in the same order.
-            to_chw(a, c3.out, chw);
-            a.resize(c3.out, 0);
-            ops::average_pool(chw, c3.out, c3.area(), x_scale, pool_scale, a);
+            // The engine's pool of one channel, fed the channel's values in position order
+            // (a stride of `out` in HWC): the same f32 additions in the same order.
+            let (channels, inv) = (c3.out, pool_scale.recip());
+            b.clear();
+            b.extend((0..channels).map(|c| ops::pool_channel(a[c..].iter().step_by(channels).copied(), c3.area(), x_scale, inv)));
+            core::mem::swap(a, b);
             if let Some(seen) = seen {
                 seen(self.convs.len() + 1, &a[..c3.out]);
             }
