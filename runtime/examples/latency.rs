@@ -9,8 +9,8 @@
 //! (`Encoder::from_bytes_as_written`, tract's int8 kernels: what an aarch64 board runs), as
 //! `NAME/as-written`. An engine blob (`NAME=PATH.blob`) is timed through the no_std engine
 //! (`engine::Model::run`, one image after another on one thread: how the engine runs on a host)
-//! and through the host fast path (`fast::FastModel`, as `NAME/fast`), on the same images as
-//! uint8 RGB.
+//! and through the host fast path (`fast::FastModel::run_batch`: as `NAME/fast` on every core,
+//! as `NAME/fast-1-thread` on one), on the same images as uint8 RGB.
 
 use dim_runtime::{Encoder, INPUT_LEN};
 use std::time::Instant;
