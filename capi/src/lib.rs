@@ -186,7 +186,7 @@ impl DimEncoder {
             }
             Runner::Engine(fast) => {
                 let mut y = vec![0f32; images.len() * fast.dim()];
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = dim_runtime::cores();
                 fast.run_batch(images, &mut y, threads).map_err(|e| fail(DimStatus::DimErrRun, e))?;
                 Ok(y)
             }

@@ -58,7 +58,7 @@ fn report_engine(name: &str, blob: &[u8], x: &[f32]) {
     let fast = dim_runtime::fast::FastModel::new(&model);
     // Every core, as onnxruntime runs: at batch 1 `run_batch` splits each layer between two
     // threads, at batch 64 it shares the images out.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = dim_runtime::cores();
     let mut y = vec![0f32; fast.dim()];
     let one = median_seconds(|| fast.run_batch(&images[..1], &mut y, threads).unwrap(), 200);
     let mut ys = vec![0f32; images.len() * fast.dim()];

@@ -160,7 +160,7 @@ impl Encoder {
                 Some(m.into_runnable().map_err(model_err)?)
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = crate::cores();
         Ok(Self { single, plan, layers, dim, threads })
     }
 

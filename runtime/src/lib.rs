@@ -32,3 +32,10 @@ pub use encoder::{Encoder, Image};
 pub use error::Error;
 pub use preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE, PreprocessError, RGB32_LEN, Rgb32};
 pub use prototypes::PrototypeStore;
+
+/// The threads this machine runs at once (at least 1): what [`Encoder`] splits a batch over by
+/// default, and what callers of [`fast::FastModel::run_batch`] pass to use every core.
+#[cfg(feature = "std")]
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -128,7 +128,7 @@ impl Embedder {
             }
             Self::Engine(fast) => {
                 let mut y = vec![0f32; images.len() * fast.dim()];
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = dim_runtime::cores();
                 fast.run_batch(images, &mut y, threads).map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(y)
             }

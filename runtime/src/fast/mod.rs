@@ -368,8 +368,8 @@ pub struct FastModel {
 }
 
 impl FastModel {
-    /// Reorders and widens a parsed blob's weights (once; the blob stays borrowed for the rest),
-    /// and packs them for AVX-512 VNNI where the CPU has it.
+    /// Reorders and widens a parsed blob's weights into its own copy (the blob may be dropped
+    /// afterwards), and packs them for AVX-512 VNNI where the CPU has it.
     pub fn new(model: &Model) -> Self {
         Self::build(model, true)
     }
