@@ -1,4 +1,5 @@
-//! The tract-backed `Encoder` on arbitrary bytes as a model file: a loaded encoder or an
+//! `Encoder` (tract, and the float path where the file has `trainer export`'s form) on arbitrary
+//! bytes as a model file: a loaded encoder or an
 //! `Error`, never a panic; a model that loads embeds an image.
 #![no_main]
 

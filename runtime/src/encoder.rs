@@ -41,6 +41,10 @@ pub struct Encoder {
     plan: Arc<TypedRunnableModel>,
     /// The plan with the extra outputs of [`Encoder::from_bytes_with_layers`].
     layers: Option<Arc<TypedRunnableModel>>,
+    /// The f32 encoder on our own products ([`crate::float`]), where the file is one: it
+    /// embeds instead of `single` and `plan`, which stay for [`Encoder::embed_layers`] and as
+    /// the check that the file is a model tract accepts.
+    float: Option<Arc<crate::float::FloatModel>>,
     dim: usize,
     /// Threads a batch is split over (tract runs one image stream per thread).
     threads: usize,
@@ -95,9 +99,11 @@ impl Encoder {
         Self::load_guarded(bytes, layers, Int8Form::Fastest)
     }
 
-    /// Like [`Encoder::from_bytes`], but an int8 graph runs on tract's int8 kernels on every
-    /// architecture — what an aarch64 board runs. On x86-64 [`Encoder::from_bytes`] runs it in
-    /// an equivalent float form instead, several times faster there (`scripts/bench-runtime`).
+    /// Like [`Encoder::from_bytes`], but the file runs on tract exactly as written: an int8
+    /// graph on tract's int8 kernels on every architecture — what an aarch64 board runs (on
+    /// x86-64 [`Encoder::from_bytes`] runs it in an equivalent float form instead, several times
+    /// faster there) — and an f32 encoder on tract's plan rather than the float path
+    /// ([`crate::float`]). The tests hold the fast forms to this one.
     pub fn from_bytes_as_written(bytes: &[u8]) -> Result<Self, Error> {
         Self::load_guarded(bytes, &[], Int8Form::AsWritten)
     }
@@ -161,7 +167,8 @@ impl Encoder {
             }
         };
         let threads = crate::cores();
-        Ok(Self { single, plan, layers, dim, threads })
+        let float = if form == Int8Form::Fastest { crate::float::FloatModel::from_onnx(bytes).filter(|f| f.dim() == dim).map(Arc::new) } else { None };
+        Ok(Self { single, plan, layers, float, dim, threads })
     }
 
     /// Width of the embedding.
@@ -180,6 +187,10 @@ impl Encoder {
     /// Embeds already preprocessed images: `input` is `[n, 3, 32, 32]` f32 (see
     /// [`crate::preprocess`]), the result `[n, dim]`, row-major.
     pub fn embed_preprocessed(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
+        if let Some(float) = &self.float {
+            check_input(input)?;
+            return Ok(float.run(input, self.threads));
+        }
         let plan = if input.len() == INPUT_LEN { &self.single } else { &self.plan };
         Ok(self.run_split(plan, input)?.remove(0))
     }
@@ -193,9 +204,7 @@ impl Encoder {
 
     /// [`Self::run`] over up to `threads` parts of the batch at once, outputs joined in order.
     fn run_split(&self, plan: &Arc<TypedRunnableModel>, input: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
-        if input.is_empty() || !input.len().is_multiple_of(INPUT_LEN) {
-            return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
-        }
+        check_input(input)?;
         let n = input.len() / INPUT_LEN;
         let parts = self.threads.min(n / MIN_IMAGES_PER_THREAD).max(1);
         if parts == 1 {
@@ -237,6 +246,11 @@ impl Encoder {
             .collect()
     }
 
+    /// Whether embedding runs on the float path ([`crate::float`]) rather than tract's plan.
+    pub fn runs_float_path(&self) -> bool {
+        self.float.is_some()
+    }
+
     /// Embeds one image of any size.
     pub fn embed(&self, image: Image<'_>) -> Result<Vec<f32>, Error> {
         self.embed_batch(&[image]).map(|mut v| v.remove(0))
@@ -253,6 +267,14 @@ impl Encoder {
         }
         Ok(self.embed_preprocessed(&input)?.chunks(self.dim).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// A batch of whole preprocessed images, at least one.
+fn check_input(input: &[f32]) -> Result<(), Error> {
+    if input.is_empty() || !input.len().is_multiple_of(INPUT_LEN) {
+        return Err(Error::Run(format!("input holds {} values, not a multiple of {INPUT_LEN}", input.len())));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! with the same results, laid out for a host's vector units.
 //!
 //! With the `std` feature (default), [`Encoder`] runs an exported ONNX encoder (f32 or int8)
-//! through tract: load once, share across threads, embed images of any size.
+//! through tract: load once, share across threads, embed images of any size. An f32 file of
+//! `trainer export`'s form runs on [`float`] (our products, tract's plan kept as the reference).
 #![cfg_attr(not(feature = "std"), no_std)]
 // `deny`, not `forbid`: the engine's `dsp` module alone allows it (two Cortex-M instructions in
 // `asm!`, with their proof and portable twins there).
@@ -24,6 +25,8 @@ mod qdq;
 pub mod engine;
 #[cfg(feature = "std")]
 pub mod fast;
+#[cfg(feature = "std")]
+pub mod float;
 pub mod prototypes;
 mod error;
 

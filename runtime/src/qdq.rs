@@ -106,7 +106,7 @@ fn rewrite(node: &NodeProto, init: &HashMap<String, TensorProto>) -> Option<(Vec
 
 /// The values of an inline f32, int8, uint8 or int32 tensor as f32 (exact for 8-bit values and
 /// the int32 biases of an int8 model); `None` for other types and external data.
-fn values(t: &TensorProto) -> Option<Vec<f32>> {
+pub(crate) fn values(t: &TensorProto) -> Option<Vec<f32>> {
     if !t.external_data.is_empty() {
         return None;
     }

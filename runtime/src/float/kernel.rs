@@ -1,0 +1,271 @@
+//! The float path's one product, `y[m][n] = bias + x[m][k] · W[k][n]` (then ReLU), with `W`
+//! packed once when the model loads.
+//!
+//! Why not a general matrix crate: the `gemm` crate (tried first, through its safe-shape
+//! wrapper) packs the weights again on every call. On the encoder's products that packing is
+//! most of the work — dim32's fc at batch 1 is a 4096 × 1024 weight matrix times one row, and
+//! `gemm` took 0.8–1.3 ms for it and 4.4 ms for a group of 8 images; its 64 × 1024 × 128 conv2
+//! ran at 29 GMAC/s on one core. An inference library packs once, so this does:
+//!
+//! ```text
+//! W [k][n]  →  panels [n / PANEL][k][PANEL]          (the last panel zero-padded)
+//! x [m][k]  →  tiles [m / ROWS][k][ROWS]              (interleaved, the last zero-padded)
+//! for each panel (k·PANEL values, read in order):
+//!   for each tile:
+//!     acc[ROWS][PANEL] = Σ_k  tile[k][r] · panel[k][..]  (one vector load of W per k, ROWS
+//!                                                        broadcast multiply-adds from it)
+//!     y[r][panel's columns] = relu?(bias + acc)
+//! ```
+//!
+//! A single row (the fc layer of one image) skips the interleaving and keeps ROWS partial
+//! sums instead, so its multiply-adds do not wait on each other.
+//!
+//! `acc` is ROWS × PANEL = 8 × 16 values: eight AVX-512 registers, independent, so both FMA units
+//! stay busy. The loops are plain Rust for the compiler to vectorise: [`tile_times_panel`] and
+//! [`row_times_panel`] are compiled for
+//! AVX-512, AVX2 (both with FMA), NEON and the baseline, chosen at run time (`multiversion`),
+//! with no `unsafe`. A large product of one tile (the fc layer at batch 1: its 16 MiB of
+//! weights are what batch 1 waits on) is split between two threads by panels, each reading half
+//! the weights ([`SPLIT_MACS`] says why only those).
+
+use multiversion::multiversion;
+use multiversion::target::target_cfg_f;
+
+/// Output columns per panel: one AVX-512 register of f32.
+pub const PANEL: usize = 16;
+
+/// Rows of `x` per tile: positions of a map, or images at the fc layer.
+const ROWS: usize = 8;
+
+/// Multiply-accumulates from which a product of one tile (≤ [`ROWS`] rows) is split between
+/// threads: below it, the hand-off to another thread costs more than half the product.
+///
+/// Only single-tile products are split. Each of their weights is used by ≤ 8 rows, so they wait
+/// on reading the weights, and two cores read them faster: dim32's fc at batch 1 (4096 × 1024)
+/// took 301 µs on one thread and 120 µs split in two. A product of many tiles is bound by its
+/// multiply-adds, and there the hand-off (rayon waking its other worker) cost more than the
+/// second core gave: 64 × 1024 × 128 read 173–191 µs on one thread, 169–298 µs split;
+/// 16 × 2048 × 256 158 against 193 µs (this 2-core machine, nothing else running).
+const SPLIT_MACS: usize = 1 << 19;
+
+/// Weights `[k][n]` as panels of [`PANEL`] columns, each `[k][PANEL]`.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    k: usize,
+    n: usize,
+    panels: Vec<f32>,
+}
+
+impl Packed {
+    /// `w` is `[k][n]`, row-major.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "weights are not {k}×{n}");
+        let count = n.div_ceil(PANEL);
+        let mut panels = vec![0f32; count * k * PANEL];
+        for (p, panel) in panels.chunks_exact_mut(k * PANEL).enumerate() {
+            let cols = (n - p * PANEL).min(PANEL);
+            for (row, w) in panel.chunks_exact_mut(PANEL).zip(w.chunks_exact(n)) {
+                row[..cols].copy_from_slice(&w[p * PANEL..p * PANEL + cols]);
+            }
+        }
+        Self { k, n, panels }
+    }
+
+    fn count(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.panels[p * self.k * PANEL..(p + 1) * self.k * PANEL]
+    }
+}
+
+/// `y` `[m][n]` = `bias + x · w`, ReLU'd if `relu`; `x` is `[m][k]`. On up to two threads
+/// (rayon's pool) when `threads > 1` and the product is large enough.
+/// `scratch` holds the interleaved rows between calls.
+#[allow(clippy::too_many_arguments)]
+pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32], threads: usize, scratch: &mut Vec<f32>) {
+    let (k, n) = (w.k, w.n);
+    assert_eq!(x.len(), m * k, "x is not {m}×{k}");
+    assert_eq!(y.len(), m * n, "y is not {m}×{n}");
+    assert_eq!(bias.len(), n, "bias is not {n} wide");
+    // One row is read as it is; more are interleaved by tiles (see `interleave`).
+    let tiles: &[f32] = if m == 1 {
+        x
+    } else {
+        interleave(x, m, k, scratch);
+        scratch
+    };
+    let panels = w.count();
+    if threads < 2 || panels < 2 || m > ROWS || m * k * n < SPLIT_MACS {
+        panels_into(tiles, m, w, bias, relu, 0..panels, y, n);
+        return;
+    }
+    // Panels [mid, panels) go to the other thread, into a buffer of their own columns.
+    let mid = panels / 2;
+    let right_cols = n - mid * PANEL;
+    let mut right = vec![0f32; m * right_cols];
+    // The calling thread computes the left half while a worker of rayon's pool computes the
+    // right: one wake-up (`join` from outside the pool would hand both halves to the pool and
+    // put the caller to sleep, two more).
+    rayon::in_place_scope(|s| {
+        let right = &mut right;
+        s.spawn(move |_| panels_into(tiles, m, w, &bias[mid * PANEL..], relu, mid..panels, right, right_cols));
+        panels_into(tiles, m, w, bias, relu, 0..mid, y, n);
+    });
+    for (row, part) in y.chunks_exact_mut(n).zip(right.chunks_exact(right_cols)) {
+        row[mid * PANEL..].copy_from_slice(part);
+    }
+}
+
+/// `x` `[m][k]` as tiles of [`ROWS`] rows, each `[k][ROWS]` (the last padded with zero rows):
+/// at each step a tile's multiply-adds read `ROWS` neighbouring values. Read row by row, the
+/// eight rows' addresses were a chain of dependent adds, the loop's bottleneck.
+fn interleave(x: &[f32], m: usize, k: usize, tiles: &mut Vec<f32>) {
+    tiles.clear();
+    tiles.resize(m.div_ceil(ROWS) * k * ROWS, 0.0);
+    for (i, row) in x.chunks_exact(k).enumerate() {
+        let tile = &mut tiles[i / ROWS * k * ROWS..][..k * ROWS];
+        for (t, &v) in tile.iter_mut().skip(i % ROWS).step_by(ROWS).zip(row) {
+            *t = v;
+        }
+    }
+}
+
+/// The columns of panels `range` of every row into `out` (row stride `stride`, the range's
+/// first column at column 0, `bias` starting at that column). `tiles` is `x` as
+/// [`product`] prepared it.
+#[allow(clippy::too_many_arguments)]
+fn panels_into(tiles: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, range: std::ops::Range<usize>, out: &mut [f32], stride: usize) {
+    let k = w.k;
+    for (i, p) in range.enumerate() {
+        let (panel, col) = (w.panel(p), i * PANEL);
+        let cols = (stride - col).min(PANEL);
+        let mut store = |row: usize, acc: &[f32; PANEL]| {
+            let dst = &mut out[row * stride + col..][..cols];
+            for ((d, &a), &b) in dst.iter_mut().zip(acc).zip(&bias[col..col + cols]) {
+                let v = a + b;
+                *d = if relu { v.max(0.0) } else { v };
+            }
+        };
+        if m == 1 {
+            store(0, &row_times_panel(tiles, panel));
+            continue;
+        }
+        for (t, tile) in tiles.chunks_exact(k * ROWS).enumerate() {
+            let acc = tile_times_panel(tile, panel);
+            for (r, acc) in acc.iter().enumerate().take(m - t * ROWS) {
+                store(t * ROWS + r, acc);
+            }
+        }
+    }
+}
+
+/// `Σ_k tile[k][r] · panel[k][..]` for each of the tile's [`ROWS`] rows.
+#[multiversion(targets("x86_64+avx512f+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn tile_times_panel(tile: &[f32], panel: &[f32]) -> [[f32; PANEL]; ROWS] {
+    // Fused multiply-adds where the CPU has them (where it does not, `mul_add` calls libm).
+    if target_cfg_f!(any(target_feature = "fma", target_feature = "neon")) { tile_sums::<true>(tile, panel) } else { tile_sums::<false>(tile, panel) }
+}
+
+#[inline(always)]
+fn tile_sums<const FUSED: bool>(tile: &[f32], panel: &[f32]) -> [[f32; PANEL]; ROWS] {
+    // Local sums, returned by value, so that they live in registers.
+    let mut sum = [[0f32; PANEL]; ROWS];
+    for (x, w) in tile.chunks_exact(ROWS).zip(panel.chunks_exact(PANEL)) {
+        // Columns outside, rows inside: the row loop unrolls, and the column loop is the one
+        // the compiler vectorises (rows outside, it vectorised across rows, with gathers).
+        for j in 0..PANEL {
+            for r in 0..ROWS {
+                sum[r][j] = if FUSED { x[r].mul_add(w[j], sum[r][j]) } else { sum[r][j] + x[r] * w[j] };
+            }
+        }
+    }
+    sum
+}
+
+/// `Σ_k x[k] · panel[k][..]` for one row `x` (`[k]`): the fc layer of a single image.
+#[multiversion(targets("x86_64+avx512f+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn row_times_panel(x: &[f32], panel: &[f32]) -> [f32; PANEL] {
+    if target_cfg_f!(any(target_feature = "fma", target_feature = "neon")) { row_sums::<true>(x, panel) } else { row_sums::<false>(x, panel) }
+}
+
+/// With one row there is one multiply-add per step, each waiting for the one before: the sums
+/// are kept in [`ROWS`] partial sums (steps `k mod ROWS`), independent, added at the end.
+#[inline(always)]
+fn row_sums<const FUSED: bool>(x: &[f32], panel: &[f32]) -> [f32; PANEL] {
+    let mut part = [[0f32; PANEL]; ROWS];
+    let whole = x.len() / ROWS * ROWS;
+    for (xs, ws) in x[..whole].chunks_exact(ROWS).zip(panel.chunks_exact(ROWS * PANEL)) {
+        // Columns outside, as in `tile_sums`.
+        for j in 0..PANEL {
+            for r in 0..ROWS {
+                part[r][j] = if FUSED { xs[r].mul_add(ws[r * PANEL + j], part[r][j]) } else { part[r][j] + xs[r] * ws[r * PANEL + j] };
+            }
+        }
+    }
+    for (&x, w) in x[whole..].iter().zip(panel[whole * PANEL..].chunks_exact(PANEL)) {
+        for j in 0..PANEL {
+            part[0][j] += x * w[j];
+        }
+    }
+    let mut sum = [0f32; PANEL];
+    for p in &part {
+        sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    /// The product as three loops in f64: what every layout and thread split must give.
+    fn reference(x: &[f32], m: usize, w: &[f32], k: usize, n: usize, bias: &[f32], relu: bool) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s = bias[j] as f64 + (0..k).map(|p| x[i * k + p] as f64 * w[p * n + j] as f64).sum::<f64>();
+                y[i * n + j] = if relu { s.max(0.0) as f32 } else { s as f32 };
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn equals_the_three_loops_on_the_encoders_shapes_and_ragged_ones() {
+        // dim32's conv2 and fc at batch 1 and 8, tiny's conv1, then rows and columns that fill
+        // neither a tile nor a panel, and a single value.
+        for (m, k, n) in [(64, 1024, 128), (1, 4096, 1024), (8, 4096, 1024), (256, 27, 32), (13, 37, 21), (3, 5, 17), (1, 1, 1)] {
+            let (x, w, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
+            let packed = Packed::new(&w, k, n);
+            for relu in [false, true] {
+                let want = reference(&x, m, &w, k, n, &bias, relu);
+                for threads in [1, 2] {
+                    let mut y = vec![f32::NAN; m * n];
+                    product(&x, m, &packed, &bias, relu, &mut y, threads, &mut Vec::new());
+                    for (i, (g, w)) in y.iter().zip(&want).enumerate() {
+                        // k products of values ≤ 1 summed in f32: within k·2⁻²³ of the exact sum.
+                        assert!((g - w).abs() <= k as f32 * 1.2e-7 + 1e-6, "{m}×{k}×{n} relu {relu} threads {threads}: y[{i}] = {g}, want {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panels_are_the_columns_padded_with_zeros() {
+        let w: Vec<f32> = (0..3 * 20).map(|v| v as f32).collect();
+        let p = Packed::new(&w, 3, 20);
+        assert_eq!(p.count(), 2);
+        assert_eq!(p.panel(0)[..PANEL], w[..PANEL]);
+        assert_eq!(p.panel(0)[PANEL..2 * PANEL], w[20..20 + PANEL]);
+        // The second panel holds columns 16..20 of each row, then zeros.
+        assert_eq!(p.panel(1)[..PANEL], [16.0, 17.0, 18.0, 19.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(p.panel(1)[PANEL..PANEL + 4], [36.0, 37.0, 38.0, 39.0]);
+    }
+}
