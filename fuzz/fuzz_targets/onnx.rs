@@ -1,6 +1,6 @@
-//! `Encoder` (tract, and the float path where the file has `trainer export`'s form) on arbitrary
-//! bytes as a model file: a loaded encoder or an
-//! `Error`, never a panic; a model that loads embeds an image.
+//! `Encoder` (tract, and the float path where the file has `trainer export`'s form) on
+//! arbitrary bytes as a model file: a loaded encoder or an `Error`, never a panic; a model that
+//! loads embeds an image.
 #![no_main]
 
 use dim_runtime::{Encoder, INPUT_LEN};

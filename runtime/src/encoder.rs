@@ -41,9 +41,9 @@ pub struct Encoder {
     plan: Arc<TypedRunnableModel>,
     /// The plan with the extra outputs of [`Encoder::from_bytes_with_layers`].
     layers: Option<Arc<TypedRunnableModel>>,
-    /// The f32 encoder on our own products ([`crate::float`]), where the file is one: it
-    /// embeds instead of `single` and `plan`, which stay for [`Encoder::embed_layers`] and as
-    /// the check that the file is a model tract accepts.
+    /// The f32 encoder on our own products ([`crate::float`]), where the file is one and no
+    /// layers were asked for: it embeds instead of `single` and `plan`, which stay as the check
+    /// that the file is a model tract accepts.
     float: Option<Arc<crate::float::FloatModel>>,
     dim: usize,
     /// Threads a batch is split over (tract runs one image stream per thread).
@@ -167,7 +167,12 @@ impl Encoder {
             }
         };
         let threads = crate::cores();
-        let float = if form == Int8Form::Fastest { crate::float::FloatModel::from_onnx(bytes).filter(|f| f.dim() == dim).map(Arc::new) } else { None };
+        // With layers, y stays on tract too, so that `embed` and `embed_layers` give the same y.
+        let float = if form == Int8Form::Fastest && layers.is_none() {
+            crate::float::FloatModel::from_onnx(bytes).filter(|f| f.dim() == dim).map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self { single, plan, layers, float, dim, threads })
     }
 

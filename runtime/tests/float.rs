@@ -110,11 +110,15 @@ fn only_trainer_exports_chain_takes_the_path() {
 #[test]
 fn layers_and_as_written_stay_on_tract() {
     let tiny = file("tests/data/tiny.onnx");
+    // With layers asked for, y comes from tract both ways: `embed` and `embed_layers` agree
+    // exactly (tests/tests/export.rs relies on it).
     let layered = Encoder::from_bytes_with_layers(&tiny, &["relu3", "fc_relu"]).unwrap();
+    assert!(!layered.runs_float_path());
     let x = images(2, 9);
     let outs = layered.embed_layers(&x).unwrap();
     assert_eq!(outs.len(), 3);
-    assert_close("y beside the layers", &layered.embed_preprocessed(&x).unwrap(), &outs[0]);
+    assert_eq!(layered.embed_preprocessed(&x).unwrap(), outs[0]);
+    assert!(Encoder::from_bytes_with_layers(&tiny, &[]).unwrap().runs_float_path());
 }
 
 proptest! {
