@@ -45,7 +45,9 @@ const ROWS: usize = 8;
 /// took 301 µs on one thread and 120 µs split in two. A product of many tiles is bound by its
 /// multiply-adds, and there the hand-off (rayon waking its other worker) cost more than the
 /// second core gave: 64 × 1024 × 128 read 173–191 µs on one thread, 169–298 µs split;
-/// 16 × 2048 × 256 158 against 193 µs (this 2-core machine, nothing else running).
+/// 16 × 2048 × 256 158 against 193 µs (this 2-core machine, nothing else running; `rayon::join`).
+/// With the split as it is now (the caller keeps half), splitting every product of ≥ 2¹⁹ MACs
+/// made whole runs slower still: tiny 75–81 → 139–144 µs, dim32 589–600 → 635–763 µs.
 const SPLIT_MACS: usize = 1 << 19;
 
 /// Weights `[k][n]` as panels of [`PANEL`] columns, each `[k][PANEL]`.
