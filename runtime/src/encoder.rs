@@ -28,26 +28,31 @@ impl<'a> Image<'a> {
     }
 }
 
-/// A loaded encoder: optimised tract plans, built once. `Encoder` is `Send + Sync` and cheap
-/// to clone; share it across threads.
+/// A loaded encoder, built once. `Encoder` is `Send + Sync` and cheap to clone; share it
+/// across threads.
 ///
-/// Two plans: one for a single image, with every shape concrete, and one for any batch size
-/// (a symbolic `N`). tract resolves a symbolic shape on every run and plans it less tightly:
-/// the concrete plan embeds one image in about three quarters of the time (`scripts/bench-runtime`).
-/// The price is the packed weights held twice.
+/// An f32 file of `trainer export`'s form runs on our own products ([`crate::float`]); tract
+/// still reads and optimises it first — that is the check that the file is a model tract
+/// accepts, and where its width comes from — but its plans are not kept. Any other file runs
+/// on two tract plans: one for a single image, with every shape concrete, and one for any
+/// batch size (a symbolic `N`). tract resolves a symbolic shape on every run and plans it less
+/// tightly: the concrete plan embeds one image in about three quarters of the time
+/// (`scripts/bench-runtime`). The price is the packed weights held twice.
 #[derive(Clone)]
 pub struct Encoder {
-    single: Arc<TypedRunnableModel>,
-    plan: Arc<TypedRunnableModel>,
+    run: Runner,
     /// The plan with the extra outputs of [`Encoder::from_bytes_with_layers`].
     layers: Option<Arc<TypedRunnableModel>>,
-    /// The f32 encoder on our own products ([`crate::float`]), where the file is one and no
-    /// layers were asked for: it embeds instead of `single` and `plan`, which stay as the check
-    /// that the file is a model tract accepts.
-    float: Option<Arc<crate::float::FloatModel>>,
     dim: usize,
     /// Threads a batch is split over (tract runs one image stream per thread).
     threads: usize,
+}
+
+/// What embeds: our float path, or tract's two plans.
+#[derive(Clone)]
+enum Runner {
+    Float(Arc<crate::float::FloatModel>),
+    Tract { single: Arc<TypedRunnableModel>, plan: Arc<TypedRunnableModel> },
 }
 
 /// Fewest images a thread is given: below that, starting it costs more than it saves.
@@ -145,7 +150,7 @@ impl Encoder {
         };
         let n = model.sym("N");
         let s = INPUT_SIDE as i64;
-        let single = model.clone().with_input_fact(0, f32::fact(dims!(1, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
+        let one = model.clone();
         let model = model.with_input_fact(0, f32::fact(dims!(n, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
         let out = model.output_fact(0).map_err(model_err)?;
         let shape = out.shape.to_tvec();
@@ -156,8 +161,6 @@ impl Encoder {
         if dim == 0 {
             return Err(Error::Model("the model's output is 0 wide: it embeds nothing".into()));
         }
-        let plan = model.into_runnable().map_err(model_err)?;
-        let single = single.into_runnable().map_err(model_err)?;
         let layers = match layered {
             None => None,
             Some(m) => {
@@ -166,14 +169,16 @@ impl Encoder {
                 Some(m.into_runnable().map_err(model_err)?)
             }
         };
-        let threads = crate::cores();
         // With layers, y stays on tract too, so that `embed` and `embed_layers` give the same y.
-        let float = if form == Int8Form::Fastest && layers.is_none() {
-            crate::float::FloatModel::from_onnx(bytes).filter(|f| f.dim() == dim).map(Arc::new)
-        } else {
-            None
+        let float = if form == Int8Form::Fastest && layers.is_none() { crate::float::FloatModel::from_onnx(bytes).filter(|f| f.dim() == dim) } else { None };
+        let run = match float {
+            Some(float) => Runner::Float(Arc::new(float)),
+            None => {
+                let single = one.with_input_fact(0, f32::fact(dims!(1, 3, s, s)).into()).map_err(model_err)?.into_optimized().map_err(model_err)?;
+                Runner::Tract { single: single.into_runnable().map_err(model_err)?, plan: model.into_runnable().map_err(model_err)? }
+            }
         };
-        Ok(Self { single, plan, layers, float, dim, threads })
+        Ok(Self { run, layers, dim, threads: crate::cores() })
     }
 
     /// Width of the embedding.
@@ -192,12 +197,16 @@ impl Encoder {
     /// Embeds already preprocessed images: `input` is `[n, 3, 32, 32]` f32 (see
     /// [`crate::preprocess`]), the result `[n, dim]`, row-major.
     pub fn embed_preprocessed(&self, input: &[f32]) -> Result<Vec<f32>, Error> {
-        if let Some(float) = &self.float {
-            check_input(input)?;
-            return Ok(float.run(input, self.threads));
+        match &self.run {
+            Runner::Float(float) => {
+                check_input(input)?;
+                Ok(float.run(input, self.threads))
+            }
+            Runner::Tract { single, plan } => {
+                let plan = if input.len() == INPUT_LEN { single } else { plan };
+                Ok(self.run_split(plan, input)?.remove(0))
+            }
         }
-        let plan = if input.len() == INPUT_LEN { &self.single } else { &self.plan };
-        Ok(self.run_split(plan, input)?.remove(0))
     }
 
     /// `[y, layer 1, …]` for preprocessed `input`, each row-major `[n, width]` (a feature map
@@ -253,7 +262,7 @@ impl Encoder {
 
     /// Whether embedding runs on the float path ([`crate::float`]) rather than tract's plan.
     pub fn runs_float_path(&self) -> bool {
-        self.float.is_some()
+        matches!(self.run, Runner::Float(_))
     }
 
     /// Embeds one image of any size.

@@ -27,6 +27,10 @@ pub mod engine;
 pub mod fast;
 #[cfg(feature = "std")]
 pub mod float;
+#[cfg(feature = "std")]
+mod fields;
+#[cfg(feature = "std")]
+mod pool;
 pub mod prototypes;
 mod error;
 

@@ -33,13 +33,15 @@
 //!
 //! Threads ([`FastModel::run_batch`]): a batch is shared out between threads, each running its
 //! fc layer (the largest weights) over groups of [`GROUP`] images at once; a single image has
-//! each large layer split in two on rayon's pool, by positions (or, for the fc layer, by output
-//! channels). Splitting changes which thread computes an output, never how.
+//! each large layer split in two ([`crate::pool`]: a worker kept spinning through the run), by
+//! positions (or, for the fc layer, by output channels). Splitting changes which thread
+//! computes an output, never how.
 //!
 //! Tests: `tests/fast.rs` compares every layer and `y` with the engine's on the shipped blobs'
 //! golden images and on random images (property test), on both paths and thread layouts.
 
 use crate::engine::{EngineError, Model, blob, ops};
+use crate::fields::Fields;
 use core::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
@@ -52,22 +54,20 @@ const GROUP: usize = 8;
 /// Output channels the vector path computes at once; a split between threads falls on them.
 const LANES: usize = 16;
 
-/// Multiply-accumulates from which a layer is split between two threads at batch 1: handing half
-/// a layer to another thread costs a few microseconds, about 2²⁰ products on one core. dim32's
-/// last three layers (4–8 M) are split; tiny's (≤ 1.2 M) run on one thread, which measured
-/// faster for it.
-const SPLIT_MACS: usize = 1 << 21;
+/// Multiply-accumulates from which a layer is split between two threads at batch 1: every
+/// layer of tiny and dim32 but their first few. The hand-off is to [`crate::pool`]'s spinning
+/// worker (~1.5 µs). On rayon's pool it cost a wake-up, and only 2²¹ (dim32's last three
+/// layers) paid: dim32 read 164–175 µs on two threads against 148 on one, tiny ran on one.
+/// On the spinning worker, alternating thresholds (`examples/latency`, this 2-core EPYC):
+/// tiny 18 µs at 2¹⁷, 21 at 2¹⁸, 24 at 2²¹ (one thread: 24–25); dim32 82 µs at 2¹⁷ and 2¹⁹,
+/// 89–90 at 2²¹ (one thread: 150).
+const SPLIT_MACS: usize = 1 << 17;
 
 /// A convolution (or fc) with its weights reordered for HWC maps and widened to i16.
 #[derive(Debug, Clone)]
 struct FastConv {
     out: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    inp: usize,
-    in_side: usize,
-    out_side: usize,
+    fields: Fields,
     x_zero: u8,
     /// Inputs per output: `inp·kernel²`.
     n: usize,
@@ -102,12 +102,7 @@ impl FastConv {
         let inv_y = c.y_scale.recip();
         Self {
             out: c.out,
-            kernel: k,
-            stride: c.stride,
-            pad: c.pad,
-            inp,
-            in_side: c.in_side,
-            out_side: c.out_side,
+            fields: Fields { kernel: k, stride: c.stride, pad: c.pad, inp, in_side: c.in_side, out_side: c.out_side },
             x_zero: c.x_zero,
             n,
             weight: hwc.iter().map(|&w| w as i16).collect(),
@@ -125,7 +120,7 @@ impl FastConv {
 
     /// Output positions per image.
     fn area(&self) -> usize {
-        self.out_side * self.out_side
+        self.fields.area()
     }
 
     /// Whether the layer is worth splitting between two threads on one image.
@@ -133,51 +128,17 @@ impl FastConv {
         self.out * self.area() * self.n >= SPLIT_MACS
     }
 
-    /// Bytes of one input map (HWC).
-    fn in_len(&self) -> usize {
-        self.inp * self.in_side * self.in_side
-    }
-
-    /// The receptive fields of positions `rows` as rows of `row_len` values of `cols`; `x` holds
-    /// whole HWC maps one after another and position `q` is position `q % area` of map
-    /// `q / area`. Each value is `value(x)` in (ky, kx, ci) order, `padding` where a tap falls
-    /// outside the map, and the row's tail past `n` is `T::default()`. In HWC a kernel row of
-    /// taps is one run of `kernel·inp` bytes, so a field inside the map is `kernel` copies. The
-    /// i16 path stores `x − zero` (padding 0), the VNNI path the raw bytes (padding: the zero
-    /// point).
+    /// The receptive fields of positions `rows` as rows of `row_len` values of `cols`
+    /// ([`Fields::gather`]). The i16 path stores `x − zero` (padding 0), the VNNI path the raw
+    /// bytes (padding: the zero point).
     fn gather<T: Copy + Default>(&self, x: &[u8], rows: Range<usize>, row_len: usize, padding: T, value: impl Fn(u8) -> T, cols: &mut [T]) {
-        let (k, s, p, side, c) = (self.kernel, self.stride, self.pad, self.in_side, self.inp);
-        let (os, span) = (self.out_side, k * c);
-        let inside = |o: usize| o * s >= p && o * s - p + k <= side;
-        for (q, row) in rows.zip(cols.chunks_exact_mut(row_len)) {
-            let map = &x[q / self.area() * self.in_len()..][..self.in_len()];
-            let (oy, ox) = (q % self.area() / os, q % self.area() % os);
-            let (row, tail) = row.split_at_mut(self.n);
-            tail.fill(T::default());
-            if !(inside(oy) && inside(ox)) {
-                row.fill(padding);
-            }
-            for ky in 0..k {
-                let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&iy| iy < side) else { continue };
-                let (dst, line) = (&mut row[ky * span..][..span], &map[iy * side * c..][..side * c]);
-                match (ox * s).checked_sub(p).filter(|&ix| ix + k <= side) {
-                    Some(ix) => dst.iter_mut().zip(&line[ix * c..][..span]).for_each(|(d, &v)| *d = value(v)),
-                    None => {
-                        for (kx, taps) in dst.chunks_exact_mut(c).enumerate() {
-                            if let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&ix| ix < side) {
-                                taps.iter_mut().zip(&line[ix * c..][..c]).for_each(|(d, &v)| *d = value(v));
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        self.fields.gather(x, rows, row_len, padding, value, cols);
     }
 
     /// The layer on `images` HWC maps one after another in `x`, into as many HWC maps in `y`:
     /// `y[q·out + o] = requantize(bias[o] + field(q)·w[o], m[o])`. With `split`, on two threads
-    /// (rayon): each gathers and computes half the positions, or, for a single position (the
-    /// fc layer), half the channels.
+    /// ([`crate::pool`]): each gathers and computes half the positions, or, for a single
+    /// position (the fc layer), half the channels.
     fn run(&self, x: &[u8], images: usize, work: &mut Work, y: &mut [u8], split: bool) {
         let rows = images * self.area();
         let y = &mut y[..rows * self.out];
@@ -228,7 +189,7 @@ impl FastConv {
             let half = rows / 2;
             let (c0, c1) = cols.split_at_mut(half * row_len);
             let (y0, y1) = y.split_at_mut(half * self.out);
-            rayon::join(
+            crate::pool::join(
                 || {
                     gather(0..half, c0);
                     compute(c0, half, all.clone(), acc0, y0)
@@ -245,7 +206,7 @@ impl FastConv {
             // One position: half the channels each (whole blocks of the vector path).
             let mid = (self.out / 2).next_multiple_of(LANES);
             let (y0, y1) = y.split_at_mut(mid);
-            rayon::join(|| compute(cols, 1, 0..mid, acc0, y0), || compute(cols, 1, mid..self.out, acc1, y1));
+            crate::pool::join(|| compute(cols, 1, 0..mid, acc0, y0), || compute(cols, 1, mid..self.out, acc1, y1));
             return;
         }
         compute(cols, rows, all, acc0, y);
@@ -403,7 +364,8 @@ impl FastModel {
     /// Embeds `images` into `y` (`images.len() × dim` values, image by image), on `threads`
     /// threads (at least 1). Several images: each thread takes a contiguous share, and runs its
     /// fc layer 8 images at a time. One image on 2 or more threads: each layer large enough to
-    /// gain from it is split in two (rayon's pool), as onnxruntime splits its products at batch 1.
+    /// gain from it is split in two ([`crate::pool`]), as onnxruntime splits its products at
+    /// batch 1.
     pub fn run_batch(&self, images: &[crate::Rgb32], y: &mut [f32], threads: usize) -> Result<(), EngineError> {
         let dim = self.dim();
         if y.len() != images.len() * dim {
@@ -411,10 +373,10 @@ impl FastModel {
         }
         match images {
             [] => Ok(()),
-            // Inside the pool, so that the layers' joins are between its threads (one wake-up per
-            // image, not one per layer).
+            // The layers' splits are hand-offs to a worker kept spinning through the run.
             [one] if threads > 1 && self.convs.iter().chain([&self.fc]).any(FastConv::worth_splitting) => {
-                rayon::scope(|_| self.forward(one, &mut Scratch::default(), y, true, None))
+                crate::pool::wake();
+                self.forward(one, &mut Scratch::default(), y, true, None)
             }
             _ => {
                 let share = images.len().div_ceil(threads.max(1));

@@ -13,6 +13,7 @@
 //! as before (and says what is wrong with it, if anything is).
 
 use super::{Conv, Dense, Layer, Packed};
+use crate::fields::Fields;
 use crate::preprocess::{INPUT_CHANNELS, INPUT_SIDE};
 use prost::Message;
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ pub(super) fn read(bytes: &[u8]) -> Option<Vec<Layer>> {
         match (node.op_type.as_str(), flat) {
             ("Conv", false) => {
                 let conv = conv(node, &init, channels, side)?;
-                (channels, side) = (conv.out, conv.out_side);
+                (channels, side) = (conv.out, conv.fields.out_side);
                 layers.push(Layer::Conv(conv));
             }
             ("Relu", _) => match layers.last_mut()? {
@@ -90,7 +91,8 @@ fn conv(node: &NodeProto, init: &HashMap<&str, &TensorProto>, inp: usize, in_sid
         }
     }
     let bias = bias(init, node.input.get(2), out)?;
-    Some(Conv { out, kernel, stride, pad, inp, in_side, out_side, weight: Packed::new(&weight, n, out), bias, relu: false })
+    let fields = Fields { kernel, stride, pad, inp, in_side, out_side };
+    Some(Conv { out, fields, weight: Packed::new(&weight, n, out), bias, relu: false })
 }
 
 fn dense(node: &NodeProto, init: &HashMap<&str, &TensorProto>, inp: usize, chw_side: usize) -> Option<Dense> {

@@ -24,9 +24,8 @@
 //! stay busy. The loops are plain Rust for the compiler to vectorise: [`tile_times_panel`] and
 //! [`row_times_panel`] are compiled for
 //! AVX-512, AVX2 (both with FMA), NEON and the baseline, chosen at run time (`multiversion`),
-//! with no `unsafe`. A large product of one tile (the fc layer at batch 1: its 16 MiB of
-//! weights are what batch 1 waits on) is split between two threads by panels, each reading half
-//! the weights ([`SPLIT_MACS`] says why only those).
+//! with no `unsafe`. At batch 1 each large product is split between two threads, by tiles or
+//! by panels ([`SPLIT_MACS`] says which and why).
 
 use multiversion::multiversion;
 use multiversion::target::target_cfg_f;
@@ -37,18 +36,22 @@ pub const PANEL: usize = 16;
 /// Rows of `x` per tile: positions of a map, or images at the fc layer.
 const ROWS: usize = 8;
 
-/// Multiply-accumulates from which a product of one tile (≤ [`ROWS`] rows) is split between
-/// threads: below it, the hand-off to another thread costs more than half the product.
+/// Multiply-accumulates from which a product is split between two threads (the caller and
+/// [`crate::pool`]'s worker, a hand-off of ~1.5 µs when the worker is spinning): below it the
+/// hand-off costs more than half the product. With 2¹⁷ every convolution and fc layer of tiny
+/// and dim32 splits, their last layer (≤ 1024 × 64) does not.
 ///
-/// Only single-tile products are split. Each of their weights is used by ≤ 8 rows, so they wait
-/// on reading the weights, and two cores read them faster: dim32's fc at batch 1 (4096 × 1024)
-/// took 301 µs on one thread and 120 µs split in two. A product of many tiles is bound by its
-/// multiply-adds, and there the hand-off (rayon waking its other worker) cost more than the
-/// second core gave: 64 × 1024 × 128 read 173–191 µs on one thread, 169–298 µs split;
-/// 16 × 2048 × 256 158 against 193 µs (this 2-core machine, nothing else running; `rayon::join`).
-/// With the split as it is now (the caller keeps half), splitting every product of ≥ 2¹⁹ MACs
-/// made whole runs slower still: tiny 75–81 → 139–144 µs, dim32 589–600 → 635–763 µs.
-const SPLIT_MACS: usize = 1 << 19;
+/// How: a product of many tiles (a convolution's positions) by tiles, each thread interleaving
+/// and computing its own rows; a product of few tiles and more panels by panels, each thread
+/// reading half the weights — such a product waits on reading its weights (each serves ≤ 8
+/// rows), and dim32's fc at batch 1 (4096 × 1024) took 301 µs on one thread, 120 µs split.
+///
+/// Measured on this 2-core machine with rayon's pool first: its idle worker sleeps within
+/// microseconds, a hand-off cost ~21 µs (a `join` of two empty halves; micropool's: 0.1 µs,
+/// and two 10.8 µs halves 12.2 µs against 21.7 one after the other), and splitting every
+/// product of ≥ 2¹⁹ MACs made whole runs slower (tiny 75–81 → 139–144 µs). On micropool's
+/// spinning worker, tiny reads 61 µs on one thread, 51–53 on two; dim32 ~800 and ~350–450.
+const SPLIT_MACS: usize = 1 << 17;
 
 /// Weights `[k][n]` as panels of [`PANEL`] columns, each `[k][PANEL]`.
 #[derive(Debug, Clone)]
@@ -82,8 +85,8 @@ impl Packed {
     }
 }
 
-/// `y` `[m][n]` = `bias + x · w`, ReLU'd if `relu`; `x` is `[m][k]`. On up to two threads
-/// (rayon's pool) when `threads > 1` and the product is large enough.
+/// `y` `[m][n]` = `bias + x · w`, ReLU'd if `relu`; `x` is `[m][k]`. On two threads (the
+/// caller and [`crate::pool`]'s worker) when `threads > 1` and the product is large enough.
 /// `scratch` holds the interleaved rows between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32], threads: usize, scratch: &mut Vec<f32>) {
@@ -91,54 +94,104 @@ pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mu
     assert_eq!(x.len(), m * k, "x is not {m}×{k}");
     assert_eq!(y.len(), m * n, "y is not {m}×{n}");
     assert_eq!(bias.len(), n, "bias is not {n} wide");
-    // One row is read as it is; more are interleaved by tiles (see `interleave`).
-    let tiles: &[f32] = if m == 1 {
-        x
-    } else {
-        interleave(x, m, k, scratch);
-        scratch
-    };
-    let panels = w.count();
-    if threads < 2 || panels < 2 || m > ROWS || m * k * n < SPLIT_MACS {
-        panels_into(tiles, m, w, bias, relu, 0..panels, y, n);
+    let (panels, tiles) = (w.count(), m.div_ceil(ROWS));
+    let split = threads > 1 && m * k * n >= SPLIT_MACS;
+    if m == 1 {
+        // One row is read as it is.
+        if split && panels > 1 {
+            by_panels(Rows::One(x), w, bias, relu, y);
+        } else {
+            panels_into(Rows::One(x), w, bias, relu, 0..panels, y, n);
+        }
         return;
     }
-    // Panels [mid, panels) go to the other thread, into a buffer of their own columns.
+    // More are interleaved by tiles (see `interleave`), each thread interleaving its own.
+    scratch.clear();
+    scratch.resize(tiles * k * ROWS, 0.0);
+    if !split || (tiles < 2 && panels < 2) {
+        interleave(x, k, scratch);
+        panels_into(Rows::Tiles(scratch, m), w, bias, relu, 0..panels, y, n);
+    } else if tiles >= panels {
+        // Many rows (a convolution's positions): each thread takes half the tiles and all the
+        // panels, and writes its own rows of `y`.
+        let mid = tiles / 2;
+        let (x_left, x_right) = x.split_at(mid * ROWS * k);
+        let (left, right) = scratch.split_at_mut(mid * k * ROWS);
+        let (y_left, y_right) = y.split_at_mut(mid * ROWS * n);
+        crate::pool::join(
+            || {
+                interleave(x_left, k, left);
+                panels_into(Rows::Tiles(left, mid * ROWS), w, bias, relu, 0..panels, y_left, n)
+            },
+            || {
+                interleave(x_right, k, right);
+                panels_into(Rows::Tiles(right, m - mid * ROWS), w, bias, relu, 0..panels, y_right, n)
+            },
+        );
+    } else {
+        // Few rows, many columns (dim32's fc with a group of images, tiny's last convolution):
+        // each weight serves few rows, so the product waits on reading the weights; each
+        // thread reads half of them.
+        interleave(x, k, scratch);
+        by_panels(Rows::Tiles(scratch, m), w, bias, relu, y);
+    }
+}
+
+/// [`panels_into`] of all panels on two threads, each computing half of them: panels
+/// `[mid, panels)` go into a buffer of their own columns, copied into `y` after.
+fn by_panels(rows: Rows, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32]) {
+    let (panels, n) = (w.count(), w.n);
+    let m = y.len() / n;
     let mid = panels / 2;
     let right_cols = n - mid * PANEL;
     let mut right = vec![0f32; m * right_cols];
-    // The calling thread computes the left half while a worker of rayon's pool computes the
-    // right: one wake-up (`join` from outside the pool would hand both halves to the pool and
-    // put the caller to sleep, two more).
-    rayon::in_place_scope(|s| {
-        let right = &mut right;
-        s.spawn(move |_| panels_into(tiles, m, w, &bias[mid * PANEL..], relu, mid..panels, right, right_cols));
-        panels_into(tiles, m, w, bias, relu, 0..mid, y, n);
-    });
+    crate::pool::join(
+        || panels_into(rows, w, bias, relu, 0..mid, y, n),
+        || panels_into(rows, w, &bias[mid * PANEL..], relu, mid..panels, &mut right, right_cols),
+    );
     for (row, part) in y.chunks_exact_mut(n).zip(right.chunks_exact(right_cols)) {
         row[mid * PANEL..].copy_from_slice(part);
     }
 }
 
-/// `x` `[m][k]` as tiles of [`ROWS`] rows, each `[k][ROWS]` (the last padded with zero rows):
-/// at each step a tile's multiply-adds read `ROWS` neighbouring values. Read row by row, the
-/// eight rows' addresses were a chain of dependent adds, the loop's bottleneck.
-fn interleave(x: &[f32], m: usize, k: usize, tiles: &mut Vec<f32>) {
-    tiles.clear();
-    tiles.resize(m.div_ceil(ROWS) * k * ROWS, 0.0);
-    for (i, row) in x.chunks_exact(k).enumerate() {
-        let tile = &mut tiles[i / ROWS * k * ROWS..][..k * ROWS];
-        for (t, &v) in tile.iter_mut().skip(i % ROWS).step_by(ROWS).zip(row) {
-            *t = v;
+/// The rows of `x` as [`product`] hands them to [`panels_into`].
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// A single row `[k]`.
+    One(&'a [f32]),
+    /// `m` rows interleaved by [`interleave`].
+    Tiles(&'a [f32], usize),
+}
+
+/// `x` `[m][k]` as tiles of [`ROWS`] rows, each `[k][ROWS]`, into `tiles` (zeroed, room for
+/// whole tiles: the last one's missing rows stay zero): at each step a tile's multiply-adds
+/// read `ROWS` neighbouring values. Read row by row, the eight rows' addresses were a chain of
+/// dependent adds, the loop's bottleneck. Written tile by tile, step by step, so that the
+/// stores are in order and the eight loads are one base address plus constant offsets.
+fn interleave(x: &[f32], k: usize, tiles: &mut [f32]) {
+    let mut rows = x.chunks_exact(ROWS * k);
+    let mut out = tiles.chunks_exact_mut(ROWS * k);
+    for (rows, tile) in rows.by_ref().zip(out.by_ref()) {
+        let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &rows[r * k..(r + 1) * k]);
+        for (j, step) in tile.chunks_exact_mut(ROWS).enumerate() {
+            for (v, row) in step.iter_mut().zip(rows) {
+                *v = row[j];
+            }
+        }
+    }
+    // The last, partial tile.
+    if let Some(tile) = out.next() {
+        for (r, row) in rows.remainder().chunks_exact(k).enumerate() {
+            for (v, &x) in tile[r..].iter_mut().step_by(ROWS).zip(row) {
+                *v = x;
+            }
         }
     }
 }
 
 /// The columns of panels `range` of every row into `out` (row stride `stride`, the range's
-/// first column at column 0, `bias` starting at that column). `tiles` is `x` as
-/// [`product`] prepared it.
-#[allow(clippy::too_many_arguments)]
-fn panels_into(tiles: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, range: std::ops::Range<usize>, out: &mut [f32], stride: usize) {
+/// first column at column 0, `bias` starting at that column).
+fn panels_into(rows: Rows, w: &Packed, bias: &[f32], relu: bool, range: std::ops::Range<usize>, out: &mut [f32], stride: usize) {
     let k = w.k;
     for (i, p) in range.enumerate() {
         let (panel, col) = (w.panel(p), i * PANEL);
@@ -150,14 +203,15 @@ fn panels_into(tiles: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, ra
                 *d = if relu { v.max(0.0) } else { v };
             }
         };
-        if m == 1 {
-            store(0, &row_times_panel(tiles, panel));
-            continue;
-        }
-        for (t, tile) in tiles.chunks_exact(k * ROWS).enumerate() {
-            let acc = tile_times_panel(tile, panel);
-            for (r, acc) in acc.iter().enumerate().take(m - t * ROWS) {
-                store(t * ROWS + r, acc);
+        match rows {
+            Rows::One(x) => store(0, &row_times_panel(x, panel)),
+            Rows::Tiles(tiles, m) => {
+                for (t, tile) in tiles.chunks_exact(k * ROWS).enumerate() {
+                    let acc = tile_times_panel(tile, panel);
+                    for (r, acc) in acc.iter().enumerate().take(m - t * ROWS) {
+                        store(t * ROWS + r, acc);
+                    }
+                }
             }
         }
     }
@@ -240,9 +294,11 @@ mod tests {
 
     #[test]
     fn equals_the_three_loops_on_the_encoders_shapes_and_ragged_ones() {
-        // dim32's conv2 and fc at batch 1 and 8, tiny's conv1, then rows and columns that fill
-        // neither a tile nor a panel, and a single value.
-        for (m, k, n) in [(64, 1024, 128), (1, 4096, 1024), (8, 4096, 1024), (256, 27, 32), (13, 37, 21), (3, 5, 17), (1, 1, 1)] {
+        // dim32's conv2 and fc at batch 1 and 8, tiny's conv1, split products whose last tile
+        // or panel is partial (by tiles, then by panels), then small ragged ones that are not
+        // split, and a single value.
+        for (m, k, n) in [(64, 1024, 128), (1, 4096, 1024), (8, 4096, 1024), (256, 27, 32), (61, 300, 40), (9, 2000, 100), (13, 37, 21), (3, 5, 17), (1, 1, 1)]
+        {
             let (x, w, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
             let packed = Packed::new(&w, k, n);
             for relu in [false, true] {

@@ -1,4 +1,4 @@
-//! The f32 encoder on the `gemm` crate's kernels: what [`crate::Encoder`] runs an f32 file on
+//! The f32 encoder on our own products: what [`crate::Encoder`] runs an f32 file on
 //! when the file is the encoder `trainer export` writes ([`graph`] says which files are).
 //!
 //! tract plans a general graph; at batch 1 it runs each product on one thread and converts
@@ -16,15 +16,17 @@
 //! ```
 //!
 //! each followed by its ReLU where the file has one. The products are [`kernel::product`], on
-//! weights packed once at load (why not a matrix crate: that module's doc): at batch 1 the fc
-//! layer, which waits on its weights, is split between two threads on rayon's pool; a batch is
-//! shared out between the cores instead, each running groups of [`GROUP`] images as one product
-//! per layer. The sums are the same as tract's in another order, so the two agree to f32 rounding
-//! (`tests/float.rs` compares them on the shipped files, golden images and random ones).
+//! weights packed once at load (why not a matrix crate: that module's doc). At batch 1 each
+//! large product is split between the caller and a worker kept spinning through the run
+//! ([`crate::pool`], and why not rayon's); a batch is shared out between the cores instead (rayon),
+//! each running groups of [`GROUP`] images as one product per layer. The sums are the same as
+//! tract's in another order, so the two agree to f32 rounding (`tests/float.rs` compares them
+//! on the shipped files, golden images and random ones).
 
 mod graph;
 mod kernel;
 
+use crate::fields::Fields;
 use kernel::Packed;
 
 use crate::preprocess::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIDE};
@@ -38,12 +40,7 @@ const GROUP: usize = 8;
 #[derive(Debug, Clone)]
 struct Conv {
     out: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    inp: usize,
-    in_side: usize,
-    out_side: usize,
+    fields: Fields,
     /// `[(ky, kx, c)][out]`, packed.
     weight: Packed,
     bias: Vec<f32>,
@@ -113,9 +110,12 @@ impl FloatModel {
         let mut y = vec![0f32; n * self.dim];
         let threads = threads.max(1);
         if n <= 1 || threads == 1 {
-            // One image: its fc layer is split between the cores (`kernel::product`), from
-            // inside rayon's pool, so that the split is a hand-off to a worker.
+            // One image: its products are split between the cores (`kernel::product`), by
+            // hand-offs to a worker kept spinning through the run (`pool`).
             let each = if n <= 1 { threads } else { 1 };
+            if each > 1 {
+                crate::pool::wake();
+            }
             self.run_groups(input, &mut y, each);
             return y;
         }
@@ -163,40 +163,12 @@ impl FloatModel {
 impl Conv {
     /// `y` `[images·positions][out]` of HWC maps `x` `[images][in_side²][inp]`.
     fn forward(&self, x: &[f32], images: usize, cols: &mut Vec<f32>, y: &mut Vec<f32>, threads: usize, tiles: &mut Vec<f32>) {
-        let (positions, n) = (self.out_side * self.out_side, self.kernel * self.kernel * self.inp);
-        cols.clear();
-        cols.resize(images * positions * n, 0.0);
-        let image_len = self.in_side * self.in_side * self.inp;
-        for (x, cols) in x.chunks_exact(image_len).zip(cols.chunks_exact_mut(positions * n)) {
-            self.gather(x, cols);
-        }
-        y.resize(images * positions * self.out, 0.0);
-        kernel::product(cols, images * positions, &self.weight, &self.bias, self.relu, y, threads, tiles);
-    }
-
-    /// Every receptive field of one image, a row of `kernel²·inp` values each (zeros where the
-    /// field hangs over the padding; `cols` arrives zeroed).
-    fn gather(&self, x: &[f32], cols: &mut [f32]) {
-        let (k, c, side) = (self.kernel, self.inp, self.in_side as isize);
-        let n = k * k * c;
-        for (p, field) in cols.chunks_exact_mut(n).enumerate() {
-            let (oy, ox) = ((p / self.out_side) as isize, (p % self.out_side) as isize);
-            let (y0, x0) = (oy * self.stride as isize - self.pad as isize, ox * self.stride as isize - self.pad as isize);
-            for ky in 0..k {
-                let iy = y0 + ky as isize;
-                if !(0..side).contains(&iy) {
-                    continue;
-                }
-                // The taps of this kernel row that fall inside the image: one run in HWC.
-                let first = (-x0).max(0) as usize;
-                let last = ((side - x0) as usize).min(k);
-                if first >= last {
-                    continue;
-                }
-                let from = ((iy * side + x0 + first as isize) as usize) * c;
-                field[(ky * k + first) * c..(ky * k + last) * c].copy_from_slice(&x[from..from + (last - first) * c]);
-            }
-        }
+        let (rows, n) = (images * self.fields.area(), self.fields.n());
+        // Every value of `cols` is written (padding taps as 0.0): no clearing.
+        cols.resize(rows * n, 0.0);
+        self.fields.gather(x, 0..rows, n, 0.0, |v| v, cols);
+        y.resize(rows * self.out, 0.0);
+        kernel::product(cols, rows, &self.weight, &self.bias, self.relu, y, threads, tiles);
     }
 }
 
@@ -212,8 +184,16 @@ impl Dense {
 fn to_hwc(x: &[f32], hwc: &mut Vec<f32>) {
     const POSITIONS: usize = INPUT_SIDE * INPUT_SIDE;
     hwc.clear();
-    for img in x.chunks_exact(INPUT_LEN) {
-        hwc.extend((0..POSITIONS * INPUT_CHANNELS).map(|i| img[(i % INPUT_CHANNELS) * POSITIONS + i / INPUT_CHANNELS]));
+    hwc.resize(x.len(), 0.0);
+    for (img, out) in x.chunks_exact(INPUT_LEN).zip(hwc.chunks_exact_mut(INPUT_LEN)) {
+        // Positions outside, channels inside: no division per value (a tenth of tiny's run
+        // went to `i / 3` and `i % 3`).
+        let planes: [&[f32]; INPUT_CHANNELS] = std::array::from_fn(|c| &img[c * POSITIONS..(c + 1) * POSITIONS]);
+        for (p, px) in out.chunks_exact_mut(INPUT_CHANNELS).enumerate() {
+            for (v, plane) in px.iter_mut().zip(planes) {
+                *v = plane[p];
+            }
+        }
     }
 }
 
