@@ -128,13 +128,6 @@ impl FastConv {
         self.out * self.area() * self.n >= SPLIT_MACS
     }
 
-    /// The receptive fields of positions `rows` as rows of `row_len` values of `cols`
-    /// ([`Fields::gather`]). The i16 path stores `x − zero` (padding 0), the VNNI path the raw
-    /// bytes (padding: the zero point).
-    fn gather<T: Copy + Default>(&self, x: &[u8], rows: Range<usize>, row_len: usize, padding: T, value: impl Fn(u8) -> T, cols: &mut [T]) {
-        self.fields.gather(x, rows, row_len, padding, value, cols);
-    }
-
     /// The layer on `images` HWC maps one after another in `x`, into as many HWC maps in `y`:
     /// `y[q·out + o] = requantize(bias[o] + field(q)·w[o], m[o])`. With `split`, on two threads
     /// ([`crate::pool`]): each gathers and computes half the positions, or, for a single
@@ -146,7 +139,8 @@ impl FastConv {
         #[cfg(target_arch = "x86_64")]
         if let Some(w) = &self.vnni {
             let zero = self.x_zero;
-            let gather = |rows: Range<usize>, cols: &mut [u8]| self.gather(x, rows, w.n4, zero, |v| v, cols);
+            // Raw bytes, the zero point where a tap is padding (see `vnni`).
+            let gather = |rows: Range<usize>, cols: &mut [u8]| self.fields.gather(x, rows, w.n4, zero, |v| v, cols);
             let compute = |cols: &[u8], positions: usize, ch: Range<usize>, acc: &mut Vec<i32>, y: &mut [u8]| {
                 acc.resize(positions * ch.len(), 0);
                 vnni::products(w, ch.start / LANES..ch.end / LANES, cols, positions, acc);
@@ -154,7 +148,8 @@ impl FastConv {
             };
             return self.split_run(rows, w.n4, split, &mut work.bytes, &mut work.acc, y, gather, compute);
         }
-        let gather = |rows: Range<usize>, cols: &mut [i16]| self.gather(x, rows, self.n, 0, |v| v as i16 - self.x_zero as i16, cols);
+        // `x − zero`, 0 where a tap is padding.
+        let gather = |rows: Range<usize>, cols: &mut [i16]| self.fields.gather(x, rows, self.n, 0, |v| v as i16 - self.x_zero as i16, cols);
         let compute = |cols: &[i16], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
             for (col, out) in cols.chunks_exact(self.n).take(positions).zip(y.chunks_mut(self.out)) {
                 for (o, v) in ch.clone().zip(out.iter_mut()) {

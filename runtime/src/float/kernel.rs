@@ -105,8 +105,8 @@ pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mu
         }
         return;
     }
-    // More are interleaved by tiles (see `interleave`), each thread interleaving its own.
-    scratch.clear();
+    // More are interleaved by tiles (see `interleave`), each thread interleaving its own;
+    // every value of `scratch` is written there, so it is not cleared.
     scratch.resize(tiles * k * ROWS, 0.0);
     if !split || (tiles < 2 && panels < 2) {
         interleave(x, k, scratch);
@@ -163,8 +163,8 @@ enum Rows<'a> {
     Tiles(&'a [f32], usize),
 }
 
-/// `x` `[m][k]` as tiles of [`ROWS`] rows, each `[k][ROWS]`, into `tiles` (zeroed, room for
-/// whole tiles: the last one's missing rows stay zero): at each step a tile's multiply-adds
+/// `x` `[m][k]` as tiles of [`ROWS`] rows, each `[k][ROWS]`, into `tiles` (room for whole
+/// tiles: the last one's missing rows are written as zeros): at each step a tile's multiply-adds
 /// read `ROWS` neighbouring values. Read row by row, the eight rows' addresses were a chain of
 /// dependent adds, the loop's bottleneck. Written tile by tile, step by step, so that the
 /// stores are in order and the eight loads are one base address plus constant offsets.
@@ -181,6 +181,7 @@ fn interleave(x: &[f32], k: usize, tiles: &mut [f32]) {
     }
     // The last, partial tile.
     if let Some(tile) = out.next() {
+        tile.fill(0.0);
         for (r, row) in rows.remainder().chunks_exact(k).enumerate() {
             for (v, &x) in tile[r..].iter_mut().step_by(ROWS).zip(row) {
                 *v = x;
