@@ -121,6 +121,16 @@ impl FloatModel {
         }
         // A batch: shared out between the cores, whole groups each.
         let share = n.div_ceil(threads).div_ceil(GROUP) * GROUP;
+        if threads == 2 && share < n {
+            // This thread and the spinning worker, as `fast::FastModel::run_batch` does (rayon's
+            // two workers, this thread waiting, gave batches a second core in some processes
+            // only).
+            let (x0, x1) = input.split_at(share * INPUT_LEN);
+            let (y0, y1) = y.split_at_mut(share * self.dim);
+            crate::pool::wake();
+            crate::pool::join(|| self.run_groups(x0, y0, 1), || self.run_groups(x1, y1, 1));
+            return y;
+        }
         rayon::scope(|s| {
             for (x, y) in input.chunks(share * INPUT_LEN).zip(y.chunks_mut(share * self.dim)) {
                 s.spawn(move |_| self.run_groups(x, y, 1));
