@@ -6,6 +6,7 @@
 #![no_main]
 
 use dim_runtime::engine::{Model, blob};
+use dim_runtime::fast::FastModel;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         model.run(&rgb, &mut arena, &mut y).expect("a parsed model runs with its own arena size");
         let mut q = vec![0i8; y.len()];
         model.quantize_output(&y, &mut q);
-        for fast in [dim_runtime::fast::FastModel::new(&model), dim_runtime::fast::FastModel::portable(&model)] {
+        for fast in [FastModel::new(&model), FastModel::portable(&model), FastModel::signed(&model)] {
             let mut y2 = vec![0f32; model.dim()];
             fast.run(&rgb, &mut dim_runtime::fast::Scratch::default(), &mut y2).expect("the fast path runs what the engine runs");
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

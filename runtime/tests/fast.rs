@@ -28,8 +28,9 @@ fn equals_the_engine_on_the_shipped_golden_images() {
         let blob = shipped(name, "encoder.blob");
         let model = Model::parse(&blob).unwrap();
         let rgb: dim_runtime::Rgb32 = shipped(name, "golden.rgb").try_into().unwrap();
-        // Both paths: the vector one this CPU picks (VNNI where it has it) and the portable one.
-        for fast in [FastModel::new(&model), FastModel::portable(&model)] {
+        // Every path: the one this CPU picks (VNNI or sdot where it has them), the portable one and
+        // the int8 × int8 one.
+        for fast in [FastModel::new(&model), FastModel::portable(&model), FastModel::signed(&model)] {
             let [engine, fast_run] = both(&model, &fast, &rgb);
             assert_eq!(engine.0.len(), fast_run.0.len(), "{name}: layers");
             for (i, (e, f)) in engine.0.iter().zip(&fast_run.0).enumerate() {
@@ -63,7 +64,7 @@ proptest::proptest! {
         let blob = shipped("tiny", "encoder.blob");
         let model = Model::parse(&blob).unwrap();
         let rgb: dim_runtime::Rgb32 = pixels.try_into().unwrap();
-        for fast in [FastModel::new(&model), FastModel::portable(&model)] {
+        for fast in [FastModel::new(&model), FastModel::portable(&model), FastModel::signed(&model)] {
             let [engine, fast_run] = both(&model, &fast, &rgb);
             proptest::prop_assert_eq!(engine, fast_run);
         }
@@ -78,7 +79,7 @@ fn a_batch_on_threads_equals_image_by_image() {
     for name in ["tiny", "dim32"] {
         let blob = shipped(name, "encoder.blob");
         let model = Model::parse(&blob).unwrap();
-        for fast in [FastModel::new(&model), FastModel::portable(&model)] {
+        for fast in [FastModel::new(&model), FastModel::portable(&model), FastModel::signed(&model)] {
             let dim = fast.dim();
             let images: Vec<dim_runtime::Rgb32> = (0..19u8).map(|i| core::array::from_fn(|j| (j as u8).wrapping_mul(31).wrapping_add(i * 17))).collect();
             let mut want = vec![0f32; images.len() * dim];

@@ -29,7 +29,11 @@
 //! times int8 weights, 64 multiply-accumulates per instruction, the zero point subtracted after
 //! (`Σ(x − z)·w = Σx·w − z·Σw`, an integer identity, so the accumulators are still the engine's).
 //! That module is the fast path's only `unsafe` (its proof is in its doc); the i16 path above is
-//! its safe twin, and the one every other CPU runs.
+//! its safe twin. On aarch64 CPUs with the dot-product extension (Cortex-A55, A76 and later)
+//! the products are int8 × int8 instead ([`Signed`]: `x − 128` against the weights, the
+//! offset added back as `(128 − z)·Σw`), a plain loop ([`dot8`]) that LLVM compiles to `sdot`
+//! when built for the extension — `multiversion` picks that build at run time, with no
+//! `unsafe`. Every other CPU runs the i16 path.
 //!
 //! Threads ([`FastModel::run_batch`]): a batch is shared out between threads, each running its
 //! fc layer (the largest weights) over groups of [`GROUP`] images at once; a single image has
@@ -63,6 +67,66 @@ const LANES: usize = 16;
 /// 89–90 at 2²¹ (one thread: 150).
 const SPLIT_MACS: usize = 1 << 17;
 
+/// Which products a [`FastModel`] runs: all give the engine's accumulators, bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Products {
+    /// `(x − zero)` and the weights widened to i16: [`dot`], for any CPU.
+    Wide,
+    /// `x − 128` and the weights as int8: [`dot8`], one `sdot` per 16 products on aarch64 with
+    /// the dot-product extension (see [`Signed`]).
+    Signed,
+    /// Raw bytes times int8 weights on AVX-512 VNNI ([`vnni`]), where the CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Products {
+    /// The fastest this CPU runs.
+    fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if vnni::available() {
+            return Self::Vnni;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return Self::Signed;
+        }
+        Self::Wide
+    }
+}
+
+/// A layer's weights as int8 with the start of each channel's signed sums, for [`dot8`].
+///
+/// The activations go in as `x − 128` (an int8: the byte with its top bit flipped) and the
+/// padding as `zero − 128`, so that each tap's `x − zero` is `(x − 128) + (128 − zero)`:
+///
+/// ```text
+/// Σ (x − z)·w  =  Σ (x − 128)·w  +  (128 − z)·Σ w      (integers: the engine's accumulator)
+/// ```
+///
+/// Half the bytes of the i16 path per product, and the products LLVM turns into `sdot` where
+/// the CPU has it (16 multiply-accumulates an instruction, against 8 for NEON's widening ones).
+#[derive(Debug, Clone)]
+struct Signed {
+    /// `[out][n]`, as `FastConv::weight`.
+    weight: Vec<i8>,
+    /// `bias[o] + (128 − zero)·Σw[o]`: where the signed sums start.
+    base: Vec<i32>,
+}
+
+impl Signed {
+    fn new(hwc: &[i8], n: usize, bias: &[i32], zero: u8) -> Self {
+        let shift = 128 - zero as i32;
+        let base = bias.iter().zip(hwc.chunks_exact(n)).map(|(&b, w)| b.wrapping_add(shift.wrapping_mul(w.iter().map(|&w| w as i32).sum()))).collect();
+        Self { weight: hwc.to_vec(), base }
+    }
+}
+
+/// `x − 128` as an int8: the byte with its top bit flipped.
+fn centred(x: u8) -> i8 {
+    (x ^ 0x80) as i8
+}
+
 /// A convolution (or fc) with its weights reordered for HWC maps and widened to i16.
 #[derive(Debug, Clone)]
 struct FastConv {
@@ -76,6 +140,8 @@ struct FastConv {
     bias: Vec<i32>,
     /// The engine's requantization multiplier per channel, computed as it computes it.
     m: Vec<f32>,
+    /// The weights as int8, on [`Products::Signed`].
+    signed: Option<Signed>,
     /// The weights packed for AVX-512 VNNI, where the CPU has it and the layer fits.
     #[cfg(target_arch = "x86_64")]
     vnni: Option<vnni::Packed>,
@@ -85,10 +151,8 @@ struct FastConv {
 }
 
 impl FastConv {
-    /// The layer, with VNNI-packed weights when `vector` and the CPU has the instructions.
-    fn new(c: &blob::Conv, vector: bool) -> Self {
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = vector; // only x86-64 has a vector path besides the portable one
+    /// The layer, with its weights laid out for `products` as well as widened.
+    fn new(c: &blob::Conv, products: Products) -> Self {
         let (k, inp) = (c.kernel, c.inp);
         let n = inp * k * k;
         // OIHW → O(ky, kx, ci): the same weights, in the order `gather` lays out a field.
@@ -98,7 +162,7 @@ impl FastConv {
             .collect();
         let bias: Vec<i32> = (0..c.out).map(|o| c.bias.i32(o)).collect();
         #[cfg(target_arch = "x86_64")]
-        let vnni = (vector && vnni::available()).then(|| vnni::Packed::new(&hwc, c.out, n)).flatten();
+        let vnni = (products == Products::Vnni).then(|| vnni::Packed::new(&hwc, c.out, n)).flatten();
         let inv_y = c.y_scale.recip();
         Self {
             out: c.out,
@@ -107,6 +171,7 @@ impl FastConv {
             n,
             weight: hwc.iter().map(|&w| w as i16).collect(),
             m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
+            signed: (products == Products::Signed).then(|| Signed::new(&hwc, n, &bias, c.x_zero)),
             #[cfg(target_arch = "x86_64")]
             vnni_base: match &vnni {
                 Some(w) => bias.iter().zip(&w.sums).map(|(&b, &s)| b.wrapping_sub((c.x_zero as i32).wrapping_mul(s))).collect(),
@@ -147,6 +212,18 @@ impl FastConv {
                 requantize_rows(y, self.out, acc, &self.vnni_base[ch.clone()], &self.m[ch.clone()]);
             };
             return self.split_run(rows, w.n4, split, &mut work.bytes, &mut work.acc, y, gather, compute);
+        }
+        if let Some(sg) = &self.signed {
+            // `x − 128`, `zero − 128` where a tap is padding (see `Signed`).
+            let gather = |rows: Range<usize>, cols: &mut [i8]| self.fields.gather(x, rows, self.n, centred(self.x_zero), centred, cols);
+            let compute = |cols: &[i8], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
+                for (col, out) in cols.chunks_exact(self.n).take(positions).zip(y.chunks_mut(self.out)) {
+                    for (o, v) in ch.clone().zip(out.iter_mut()) {
+                        *v = ops::requantize(sg.base[o].wrapping_add(dot8(col, &sg.weight[o * self.n..][..self.n])), self.m[o]);
+                    }
+                }
+            };
+            return self.split_run(rows, self.n, split, &mut work.signed, &mut work.acc, y, gather, compute);
         }
         // `x − zero`, 0 where a tap is padding.
         let gather = |rows: Range<usize>, cols: &mut [i16]| self.fields.gather(x, rows, self.n, 0, |v| v as i16 - self.x_zero as i16, cols);
@@ -277,6 +354,13 @@ pub fn dot(a: &[i16], b: &[i16]) -> i32 {
     a.iter().zip(b).fold(0i32, |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
 }
 
+/// `Σ a[i]·b[i]` of int8 values in i32, wrapping: `sdot` on aarch64 with the dot-product
+/// extension (LLVM forms it from this loop), widening multiplies elsewhere.
+#[multiversion::multiversion(targets("aarch64+neon+dotprod", "x86_64+avx512f+avx512bw", "x86_64+avx2"))]
+pub fn dot8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
+}
+
 /// `hwc` (`side²` positions of `channels` values) as the engine's CHW, into `chw`.
 fn to_chw(hwc: &[u8], channels: usize, chw: &mut Vec<u8>) {
     let area = hwc.len() / channels.max(1);
@@ -302,6 +386,7 @@ pub struct Scratch {
 #[derive(Debug, Default, Clone)]
 struct Work {
     cols: Vec<i16>,
+    signed: Vec<i8>,
     #[cfg(target_arch = "x86_64")]
     bytes: Vec<u8>,
     acc: [Vec<i32>; 2],
@@ -327,19 +412,26 @@ impl FastModel {
     /// Reorders and widens a parsed blob's weights into its own copy (the blob may be dropped
     /// afterwards), and packs them for AVX-512 VNNI where the CPU has it.
     pub fn new(model: &Model) -> Self {
-        Self::build(model, true)
+        Self::build(model, Products::best())
     }
 
-    /// [`FastModel::new`] on the portable i16 path only (no VNNI): the safe twin the tests
-    /// compare the VNNI path with, on a CPU that has both.
+    /// [`FastModel::new`] on the portable i16 path only (no VNNI, no int8 products): the safe
+    /// twin the tests compare the other paths with, on a CPU that has them.
     pub fn portable(model: &Model) -> Self {
-        Self::build(model, false)
+        Self::build(model, Products::Wide)
     }
 
-    fn build(model: &Model, vector: bool) -> Self {
+    /// [`FastModel::new`] on the int8 × int8 products (`sdot` on aarch64 with the dot-product
+    /// extension, which [`FastModel::new`] picks there): on any CPU, so that the tests check
+    /// its arithmetic everywhere.
+    pub fn signed(model: &Model) -> Self {
+        Self::build(model, Products::Signed)
+    }
+
+    fn build(model: &Model, products: Products) -> Self {
         Self {
-            convs: model.convs.iter().map(|c| FastConv::new(c, vector)).collect(),
-            fc: FastConv::new(&model.fc, vector),
+            convs: model.convs.iter().map(|c| FastConv::new(c, products)).collect(),
+            fc: FastConv::new(&model.fc, products),
             y: FastDense::new(&model.y),
             pixels: core::array::from_fn(|v| model.quantize_pixel(v as u8)),
             pool: model.pool_scale.map(|s| (model.convs[2].y_scale, s)),
