@@ -133,8 +133,6 @@ struct FastConv {
     out: usize,
     fields: Fields,
     x_zero: u8,
-    /// Inputs per output: `inp·kernel²`.
-    n: usize,
     /// `[out][n]`, each row in (ky, kx, ci) order: the order an HWC map's field is read in.
     weight: Vec<i16>,
     bias: Vec<i32>,
@@ -168,7 +166,6 @@ impl FastConv {
             out: c.out,
             fields: Fields { kernel: k, stride: c.stride, pad: c.pad, inp, in_side: c.in_side, out_side: c.out_side },
             x_zero: c.x_zero,
-            n,
             weight: hwc.iter().map(|&w| w as i16).collect(),
             m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
             signed: (products == Products::Signed).then(|| Signed::new(&hwc, n, &bias, c.x_zero)),
@@ -190,7 +187,7 @@ impl FastConv {
 
     /// Whether the layer is worth splitting between two threads on one image.
     fn worth_splitting(&self) -> bool {
-        self.out * self.area() * self.n >= SPLIT_MACS
+        self.out * self.area() * self.fields.n() >= SPLIT_MACS
     }
 
     /// The layer on `images` HWC maps one after another in `x`, into as many HWC maps in `y`:
@@ -201,6 +198,7 @@ impl FastConv {
         let rows = images * self.area();
         let y = &mut y[..rows * self.out];
         let split = split && self.worth_splitting();
+        let n = self.fields.n();
         #[cfg(target_arch = "x86_64")]
         if let Some(w) = &self.vnni {
             let zero = self.x_zero;
@@ -215,26 +213,26 @@ impl FastConv {
         }
         if let Some(sg) = &self.signed {
             // `x − 128`, `zero − 128` where a tap is padding (see `Signed`).
-            let gather = |rows: Range<usize>, cols: &mut [i8]| self.fields.gather(x, rows, self.n, centred(self.x_zero), centred, cols);
+            let gather = |rows: Range<usize>, cols: &mut [i8]| self.fields.gather(x, rows, n, centred(self.x_zero), centred, cols);
             let compute = |cols: &[i8], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
-                for (col, out) in cols.chunks_exact(self.n).take(positions).zip(y.chunks_mut(self.out)) {
+                for (col, out) in cols.chunks_exact(n).take(positions).zip(y.chunks_mut(self.out)) {
                     for (o, v) in ch.clone().zip(out.iter_mut()) {
-                        *v = ops::requantize(sg.base[o].wrapping_add(dot8(col, &sg.weight[o * self.n..][..self.n])), self.m[o]);
+                        *v = ops::requantize(sg.base[o].wrapping_add(dot8(col, &sg.weight[o * n..][..n])), self.m[o]);
                     }
                 }
             };
-            return self.split_run(rows, self.n, split, &mut work.signed, &mut work.acc, y, gather, compute);
+            return self.split_run(rows, n, split, &mut work.signed, &mut work.acc, y, gather, compute);
         }
         // `x − zero`, 0 where a tap is padding.
-        let gather = |rows: Range<usize>, cols: &mut [i16]| self.fields.gather(x, rows, self.n, 0, |v| v as i16 - self.x_zero as i16, cols);
+        let gather = |rows: Range<usize>, cols: &mut [i16]| self.fields.gather(x, rows, n, 0, |v| v as i16 - self.x_zero as i16, cols);
         let compute = |cols: &[i16], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
-            for (col, out) in cols.chunks_exact(self.n).take(positions).zip(y.chunks_mut(self.out)) {
+            for (col, out) in cols.chunks_exact(n).take(positions).zip(y.chunks_mut(self.out)) {
                 for (o, v) in ch.clone().zip(out.iter_mut()) {
-                    *v = ops::requantize(self.bias[o].wrapping_add(dot(col, &self.weight[o * self.n..][..self.n])), self.m[o]);
+                    *v = ops::requantize(self.bias[o].wrapping_add(dot(col, &self.weight[o * n..][..n])), self.m[o]);
                 }
             }
         };
-        self.split_run(rows, self.n, split, &mut work.cols, &mut work.acc, y, gather, compute);
+        self.split_run(rows, n, split, &mut work.cols, &mut work.acc, y, gather, compute);
     }
 
     /// Gathers `rows` fields into `cols` and computes them into `y` (rows of `out` channels),
