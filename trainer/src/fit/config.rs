@@ -76,6 +76,12 @@ pub struct Distill {
     /// own alone saturate the bound: see `DistillCritic`).
     #[serde(default = "Distill::default_negatives")]
     pub negatives: usize,
+    /// Soft targets at this temperature τ_T (relational distillation, as SEED): each
+    /// candidate of a row weighs by the softmax of the teacher's own cosines `cos(T_j, T_c) /
+    /// τ_T` ([`crate::objective::soft_target_bound`]) — the student learns which images the
+    /// teacher finds alike, not only which row is its own image's. None: one-hot (CRD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_temperature: Option<f64>,
     /// Width of the teacher's layer: `fit` fills it in when it first opens the teacher (the
     /// critic's shape depends on it, and a checkpoint must load without the teacher at hand).
     #[serde(default)]
@@ -109,6 +115,7 @@ impl Distill {
             width: Self::default_width(),
             temperature: Self::default_temperature(),
             negatives: Self::default_negatives(),
+            teacher_temperature: None,
             teacher_dim: None,
         }
     }
@@ -276,6 +283,11 @@ impl TrainConfig {
         {
             bail!("[distill]: weight must be finite and ≥ 0, temperature finite and > 0, width ≥ 1 (got {}, {}, {})", d.weight, d.temperature, d.width);
         }
+        if let Some(t) = self.distill.as_ref().and_then(|d| d.teacher_temperature)
+            && !(t.is_finite() && t > 0.0)
+        {
+            bail!("[distill]: teacher_temperature must be finite and > 0 (got {t}); leave it out for one-hot targets");
+        }
         if [self.alpha, self.beta, self.gamma, self.learning_rate, self.gradient_penalty, self.warmup_epochs].iter().any(|v| !v.is_finite() || *v < 0.0) {
             bail!("loss weights, learning rate, warm-up and gradient penalty must be finite and ≥ 0");
         }
@@ -321,6 +333,13 @@ mod tests {
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("temperature"));
         let err = format!("{:#}", TrainConfig::new().overlay("[distill]\nweight = 1\n", true, "c.toml").unwrap_err());
         assert!(err.contains("c.toml"), "a table without its teacher is named: {err}");
+        // Soft targets: off by default, a positive temperature when asked, refused at 0.
+        assert_eq!(d.teacher_temperature, None);
+        let soft = TrainConfig::new().overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\nteacher_temperature = 0.05\n", true, "c.toml").unwrap();
+        assert_eq!(soft.distill.as_ref().unwrap().teacher_temperature, Some(0.05));
+        assert!(soft.validate().is_ok());
+        let cold = soft.clone().with_distill(Some(Distill { teacher_temperature: Some(0.0), ..soft.distill.clone().unwrap() }));
+        assert!(format!("{:#}", cold.validate().unwrap_err()).contains("teacher_temperature"));
     }
 
     /// Hand-computed: 10 steps an epoch, 4 epochs, 1 of warm-up, then half a cosine to 0.

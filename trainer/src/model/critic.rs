@@ -391,23 +391,41 @@ impl DistillCritic {
     /// the batch's other rows, then `extra` (`[K, T]`), with `extra_mask` (`[B, K]` of 0/1, or
     /// `None` = all) marking which extra rows are real negatives for row `j` (not image `j`).
     pub fn scores(&self, teacher: Tensor<2>, y: Tensor<2>, extra: Option<(Tensor<2>, Option<Tensor<2>>)>) -> Scores {
-        let [b, _] = y.dims();
         let s = unit_rows(self.student.forward(y));
         let t = unit_rows(self.teacher.forward(teacher));
-        let batch = Scores::from_matrix((s.clone().matmul(t.transpose()) / self.temperature).reshape([b, b, 1]));
-        let Some((extra, extra_mask)) = extra else { return batch };
-        let w = self.teacher.weight.val().detach();
-        let mut e = extra.matmul(w);
-        if let Some(bias) = &self.teacher.bias {
-            let width = bias.dims()[0];
-            e = e + bias.val().detach().reshape([1, width]);
-        }
-        let k = e.dims()[0];
-        let neg = s.matmul(unit_rows(e).transpose()) / self.temperature; // [B, K]
-        let mask = extra_mask.unwrap_or_else(|| Tensor::<2>::ones([b, k], &neg.device()));
-        let batch_mask = batch.neg_mask.expect("from_matrix masks the diagonal");
-        Scores { pos: batch.pos, neg: Tensor::cat(vec![batch.neg, neg], 1), neg_mask: Some(Tensor::cat(vec![batch_mask, mask], 1)) }
+        let extra = extra.map(|(extra, mask)| {
+            let mut e = extra.matmul(self.teacher.weight.val().detach());
+            if let Some(bias) = &self.teacher.bias {
+                let width = bias.dims()[0];
+                e = e + bias.val().detach().reshape([1, width]);
+            }
+            (unit_rows(e), mask)
+        });
+        cosine_scores(s, t, extra, self.temperature)
     }
+}
+
+/// The teacher's own scores over the candidates [`DistillCritic::scores`] lays out — row `j`
+/// of the teacher against the batch's rows and the extra rows, `cos(T_j, T_c) / τ_T` — the
+/// soft targets of [`crate::objective::soft_target_bound`]: which other images the teacher
+/// finds alike, not only which one is the same image. No parameters, no gradient.
+pub fn teacher_scores(teacher: Tensor<2>, extra: Option<(Tensor<2>, Option<Tensor<2>>)>, temperature: f64) -> Scores {
+    let t = unit_rows(teacher.detach());
+    cosine_scores(t.clone(), t, extra.map(|(e, mask)| (unit_rows(e.detach()), mask)), temperature)
+}
+
+/// Scores of unit rows `s` `[B, W]` against unit rows `t` `[B, W]` (row `j`'s positive is
+/// `t_j`, its negatives the other rows of `t`) and the unit rows of `extra` `[K, W]` (masked by
+/// its `[B, K]` 0/1 mask, `None` = all real), over `temperature`.
+fn cosine_scores(s: Tensor<2>, t: Tensor<2>, extra: Option<(Tensor<2>, Option<Tensor<2>>)>, temperature: f64) -> Scores {
+    let [b, _] = s.dims();
+    let batch = Scores::from_matrix((s.clone().matmul(t.transpose()) / temperature).reshape([b, b, 1]));
+    let Some((e, extra_mask)) = extra else { return batch };
+    let k = e.dims()[0];
+    let neg = s.matmul(e.transpose()) / temperature; // [B, K]
+    let mask = extra_mask.unwrap_or_else(|| Tensor::<2>::ones([b, k], &neg.device()));
+    let batch_mask = batch.neg_mask.expect("from_matrix masks the diagonal");
+    Scores { pos: batch.pos, neg: Tensor::cat(vec![batch.neg, neg], 1), neg_mask: Some(Tensor::cat(vec![batch_mask, mask], 1)) }
 }
 
 /// Rows scaled to unit length (a row of zeros stays finite: its norm is floored).
@@ -465,6 +483,12 @@ mod tests {
         close(s.pos, &[2.0, 2.0 * h]);
         close(s.neg, &[2.0, 2.0 * h, 0.0, 0.0, 2.0 * h, -2.0]);
         close(s.neg_mask.unwrap(), &[0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        // The teacher against itself at τ_T = 0.25: positives cos(T_j, T_j) = 1; negatives
+        // cos(T_0, T_1) = h both ways; the extra row (0, −4): cos 0 with T_0, −h with T_1.
+        let s = teacher_scores(Tensor::<2>::from_floats([[3.0, 0.0], [1.0, 1.0]], &d), Some((Tensor::<2>::from_floats([[0.0, -4.0]], &d), None)), 0.25);
+        close(s.pos, &[4.0, 4.0]);
+        close(s.neg, &[4.0, 4.0 * h, 0.0, 4.0 * h, 4.0, -4.0 * h]);
+        close(s.neg_mask.unwrap(), &[0.0, 1.0, 1.0, 1.0, 0.0, 1.0]);
     }
 
     #[test]

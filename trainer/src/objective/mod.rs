@@ -76,6 +76,25 @@ pub fn mi_lower_bound(s: &Scores, estimator: Estimator) -> Tensor<1> {
     }
 }
 
+/// InfoNCE with soft targets (relational distillation, as SEED, Fang et al. 2021): each row's
+/// candidates (its positive, then its negatives) are weighted by the softmax of `target`'s
+/// scores over the same candidates instead of one-hot on the positive:
+///
+/// `Î = E_j[ Σ_c p_T(c | j) · log p_S(c | j) ]`,  `p_S(· | j) = softmax(s_j)`, `p_T(· | j) = softmax(target_j)`
+///
+/// — the InfoNCE bound above when `p_T` is one-hot on the positive (a cold target), and the
+/// student's log-likelihood of the teacher's view of which images are alike otherwise. Masked
+/// candidates weigh 0 on both sides. `target` is a constant (no gradient).
+pub fn soft_target_bound(s: &Scores, target: &Scores) -> Tensor<1> {
+    let logits = |s: &Scores| Tensor::cat(vec![s.pos.clone(), masked_neg(s)], 1);
+    let student = logits(s);
+    let log_p = student.clone() - log_sum_exp_rows(student);
+    let t = logits(target).detach();
+    let p_t = (t.clone() - log_sum_exp_rows(t)).exp();
+    let [b, _] = log_p.dims();
+    (p_t * log_p).sum() / b as f64
+}
+
 /// Distribution the prior term pushes `σ(Y)` toward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

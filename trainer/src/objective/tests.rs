@@ -53,6 +53,26 @@ fn infonce_matches_hand_computation() {
 }
 
 #[test]
+fn soft_targets_match_hand_computation_and_a_cold_target_is_infonce() {
+    let d = Device::flex();
+    // A target one-hot on the positive (its score far above the rest): InfoNCE exactly.
+    let cold = Scores { pos: t2(&[100.0, 100.0], [2, 1], &d), neg: t2(&[0.0, 0.0, 0.0, 0.0], [2, 2], &d), ..masked(&d) };
+    let infonce = val(mi_lower_bound(&masked(&d), Estimator::InfoNce));
+    assert!((val(soft_target_bound(&masked(&d), &cold)) - infonce).abs() < 1e-5);
+    // A flat target: each row's real candidates weigh alike. Row 0 has {pos 2, neg 1} (the
+    // other masked), row 1 {pos 0, neg −1, neg 0}; log p_S = score − log Σ e^score.
+    let flat = Scores { pos: t2(&[0.0, 0.0], [2, 1], &d), neg: t2(&[0.0, 0.0, 0.0, 0.0], [2, 2], &d), ..masked(&d) };
+    let (z0, z1) = ((2f64.exp() + 1f64.exp()).ln(), (1.0 + (-1f64).exp() + 1.0).ln());
+    let row0 = ((2.0 - z0) + (1.0 - z0)) / 2.0;
+    let row1 = ((0.0 - z1) + (-1.0 - z1) + (0.0 - z1)) / 3.0;
+    let got = val(soft_target_bound(&masked(&d), &flat));
+    assert!((got - (row0 + row1) / 2.0).abs() < 1e-5, "{got} vs {}", (row0 + row1) / 2.0);
+    // The student matching the target exactly maximises it: no candidate weighting beats
+    // its own (Gibbs' inequality), so the flat student scores above the masked one here.
+    assert!(val(soft_target_bound(&flat, &flat)) > got);
+}
+
+#[test]
 fn masked_negatives_get_no_gradient_and_stay_finite() {
     let d = Device::flex().autodiff();
     for est in [Estimator::Jsd, Estimator::Dv, Estimator::InfoNce] {
