@@ -342,6 +342,25 @@ mod tests {
         assert!(format!("{:#}", cold.validate().unwrap_err()).contains("teacher_temperature"));
     }
 
+    /// Every config the repository ships parses and validates: a typo in a long run's config
+    /// would otherwise surface hours into a session.
+    #[test]
+    fn the_repositorys_configs_parse_and_validate() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for dir in [root.clone(), root.join("presets"), root.join("study")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let c = TrainConfig::new().overlay_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                    c.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 8, "found {seen} configs under {}", root.display());
+    }
+
     /// Hand-computed: 10 steps an epoch, 4 epochs, 1 of warm-up, then half a cosine to 0.
     #[test]
     fn warm_up_then_cosine_decay() {
