@@ -215,24 +215,27 @@ impl FastConv {
             // `x − 128`, `zero − 128` where a tap is padding (see `Signed`).
             let gather = |rows: Range<usize>, cols: &mut [i8]| self.fields.gather(x, rows, n, centred(self.x_zero), centred, cols);
             let compute = |cols: &[i8], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
-                for (col, out) in cols.chunks_exact(n).take(positions).zip(y.chunks_mut(self.out)) {
-                    for (o, v) in ch.clone().zip(out.iter_mut()) {
-                        *v = ops::requantize(sg.base[o].wrapping_add(dot8(col, &sg.weight[o * n..][..n])), self.m[o]);
-                    }
-                }
+                self.requantize_each(cols, positions, ch, y, &sg.base, |col, o| dot8(col, &sg.weight[o * n..][..n]))
             };
             return self.split_run(rows, n, split, &mut work.signed, &mut work.acc, y, gather, compute);
         }
         // `x − zero`, 0 where a tap is padding.
         let gather = |rows: Range<usize>, cols: &mut [i16]| self.fields.gather(x, rows, n, 0, |v| v as i16 - self.x_zero as i16, cols);
         let compute = |cols: &[i16], positions: usize, ch: Range<usize>, _: &mut Vec<i32>, y: &mut [u8]| {
-            for (col, out) in cols.chunks_exact(n).take(positions).zip(y.chunks_mut(self.out)) {
-                for (o, v) in ch.clone().zip(out.iter_mut()) {
-                    *v = ops::requantize(self.bias[o].wrapping_add(dot(col, &self.weight[o * n..][..n])), self.m[o]);
-                }
-            }
+            self.requantize_each(cols, positions, ch, y, &self.bias, |col, o| dot(col, &self.weight[o * n..][..n]))
         };
         self.split_run(rows, n, split, &mut work.cols, &mut work.acc, y, gather, compute);
+    }
+
+    /// `y[p·out + o] = requantize(start[o] + product(field p, o), m[o])` for the channels `ch`
+    /// of the first `positions` fields of `cols` (rows of `n` values): the i16 and int8 paths'
+    /// loop, each with its own product and where its sums start.
+    fn requantize_each<T>(&self, cols: &[T], positions: usize, ch: Range<usize>, y: &mut [u8], start: &[i32], product: impl Fn(&[T], usize) -> i32) {
+        for (col, out) in cols.chunks_exact(self.fields.n()).take(positions).zip(y.chunks_mut(self.out)) {
+            for (o, v) in ch.clone().zip(out.iter_mut()) {
+                *v = ops::requantize(start[o].wrapping_add(product(col, o)), self.m[o]);
+            }
+        }
     }
 
     /// Gathers `rows` fields into `cols` and computes them into `y` (rows of `out` channels),
@@ -476,7 +479,7 @@ impl FastModel {
                 if threads == 2 {
                     // This thread and the spinning worker: on rayon's pool (two workers, this
                     // thread waiting) tiny's batch of 64 read 25–82 K img/s from one process to
-                    // the next, 41 K on one thread; on this pool 83 K in four processes of six.
+                    // the next, 41 K on one thread; on this pool 82–83 K in six of six.
                     let (i0, i1) = images.split_at(share);
                     let (y0, y1) = y.split_at_mut(share * dim);
                     crate::pool::wake();

@@ -163,13 +163,10 @@ pub fn step_timed(
             let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
             (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
         });
-        let soft = config.distill.as_ref().and_then(|d| d.teacher_temperature);
-        distill_mi = match soft {
-            Some(tau) => {
-                let target = crate::model::critic::teacher_scores(t.clone(), extra.clone(), tau);
-                objective::soft_target_bound(&critic.scores(t, out.y.clone(), extra), &target)
-            }
-            None => mi_lower_bound(&critic.scores(t, out.y.clone(), extra), config.estimator),
+        let scores = critic.scores(t.clone(), out.y.clone(), extra.clone());
+        distill_mi = match config.distill.as_ref().and_then(|d| d.teacher_temperature) {
+            Some(tau) => objective::soft_target_bound(&scores, &crate::model::critic::teacher_scores(t, extra, tau)),
+            None => mi_lower_bound(&scores, config.estimator),
         };
         loss = loss - distill_mi.clone() * config.distill_weight();
         phases.mark(Phase::Distill);
