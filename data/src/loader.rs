@@ -21,7 +21,9 @@ pub struct Augment {
 }
 
 impl Augment {
-    pub fn apply(&self, img: &Rgb32, rng: &mut StdRng) -> Rgb32 {
+    /// A random view of `img`, and whether it was mirrored (a distillation teacher that embedded
+    /// the mirrored image too hands the student the matching row).
+    pub fn apply(&self, img: &Rgb32, rng: &mut StdRng) -> (Rgb32, bool) {
         let p = self.crop_padding as isize;
         let (ox, oy) = if p > 0 { (rng.random_range(0..=2 * p as i64) as isize - p, rng.random_range(0..=2 * p as i64) as isize - p) } else { (0, 0) };
         let flip = self.hflip && rng.random_bool(0.5);
@@ -36,7 +38,7 @@ impl Augment {
                 }
             }
         }
-        out
+        (out, flip)
     }
 }
 
@@ -60,6 +62,8 @@ pub struct Batch {
     /// Index of each image in its source (what per-image side data, e.g. a distillation
     /// teacher's cached representations, is looked up by).
     pub sources: Vec<usize>,
+    /// Whether the augmentation mirrored each image (all false without `hflip`).
+    pub flipped: Vec<bool>,
     /// Position of the batch in its epoch.
     pub index: usize,
 }
@@ -117,6 +121,7 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
     let mut images = Vec::with_capacity(chunk.len() * INPUT_LEN);
     let mut labels = Vec::with_capacity(chunk.len());
     let mut sources = Vec::with_capacity(chunk.len());
+    let mut flipped = Vec::with_capacity(chunk.len());
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ (epoch << 32) ^ (b as u64).wrapping_mul(0x9E37_79B9));
     for (i, img) in decoded {
         let img = match img {
@@ -127,14 +132,15 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
             }
             Err(e) => return Err(e),
         };
-        let img = if cfg.augment == Augment::default() { img } else { cfg.augment.apply(&img, &mut rng) };
+        let (img, flip) = if cfg.augment == Augment::default() { (img, false) } else { cfg.augment.apply(&img, &mut rng) };
         let start = images.len();
         images.resize(start + INPUT_LEN, 0.0);
         rgb32_to_input(&img, &mut images[start..]).expect("INPUT_LEN slice");
         labels.push(source.label(i));
         sources.push(i);
+        flipped.push(flip);
     }
-    Ok(Batch { images, labels, sources, index: b })
+    Ok(Batch { images, labels, sources, flipped, index: b })
 }
 
 #[cfg(test)]
@@ -191,10 +197,14 @@ mod tests {
         let mut img = [0u8; super::super::IMAGE_BYTES];
         img[0] = 255; // red at (0, 0)
         let mut rng = StdRng::seed_from_u64(0);
-        let flipped =
-            (0..20).map(|_| Augment { crop_padding: 0, hflip: true }.apply(&img, &mut rng)).find(|o| o[31 * 3] == 255).expect("a flip within 20 draws");
-        assert_eq!(flipped[0], 0);
-        let cropped = Augment { crop_padding: 4, hflip: false }.apply(&img, &mut rng);
+        let views: Vec<(Rgb32, bool)> = (0..20).map(|_| Augment { crop_padding: 0, hflip: true }.apply(&img, &mut rng)).collect();
+        for (view, flip) in &views {
+            // The flag says which way the pixel went: mirrored to x = 31, or left at x = 0.
+            assert_eq!((view[31 * 3], view[0]), if *flip { (255, 0) } else { (0, 255) });
+        }
+        assert!(views.iter().any(|v| v.1) && views.iter().any(|v| !v.1), "both orientations within 20 draws");
+        let (cropped, flip) = Augment { crop_padding: 4, hflip: false }.apply(&img, &mut rng);
         assert!(cropped.iter().filter(|&&v| v == 255).count() <= 1);
+        assert!(!flip, "no mirror without hflip");
     }
 }

@@ -19,7 +19,7 @@ fn fixed_batch(config: &TrainConfig) -> anyhow::Result<Batch> {
     let shapes = Shapes::new(config.batch_size, config.seed);
     let sources: Vec<usize> = (0..config.batch_size).collect();
     let images = data::load_inputs(&shapes, &sources)?;
-    Ok(Batch { images, labels: sources.iter().map(|&i| shapes.label(i)).collect(), sources, index: 0 })
+    Ok(Batch { images, labels: sources.iter().map(|&i| shapes.label(i)).collect(), flipped: vec![false; sources.len()], sources, index: 0 })
 }
 
 /// Trains `warmup + steps` steps on one fixed batch and returns images per second over `steps`.

@@ -229,6 +229,10 @@ pub struct FitArgs {
     /// Weight δ of the distillation term (default 1).
     #[arg(value_parser = non_negative, long)]
     pub distill_weight: Option<f64>,
+    /// The teacher also embeds every image mirrored, and a view that --hflip mirrored is matched
+    /// with the mirrored row (needs --hflip).
+    #[arg(long)]
+    pub follow_flips: bool,
     /// Continue the run in OUT from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -580,9 +584,12 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
         Some(d) => {
             d.layer = a.teacher_layer.unwrap_or(d.layer);
             d.weight = a.distill_weight.unwrap_or(d.weight);
+            d.follow_flips |= a.follow_flips;
         }
-        None if a.teacher_layer.is_some() || a.distill_weight.is_some() => {
-            anyhow::bail!("--teacher-layer and --distill-weight set up distillation: name the teacher with --teacher (or [distill] in --config)")
+        None if a.teacher_layer.is_some() || a.distill_weight.is_some() || a.follow_flips => {
+            anyhow::bail!(
+                "--teacher-layer, --distill-weight and --follow-flips set up distillation: name the teacher with --teacher (or [distill] in --config)"
+            )
         }
         None => {}
     }

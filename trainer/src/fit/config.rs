@@ -82,6 +82,11 @@ pub struct Distill {
     /// teacher finds alike, not only which row is its own image's. None: one-hot (CRD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_temperature: Option<f64>,
+    /// The teacher also embeds every image mirrored, and a view that `[augment] hflip` mirrored
+    /// is matched with the mirrored image's row (consistent teaching: the student learns the
+    /// teacher's function on the view it sees, not one fixed target per image). Needs `hflip`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_flips: bool,
     /// Width of the teacher's layer: `fit` fills it in when it first opens the teacher (the
     /// critic's shape depends on it, and a checkpoint must load without the teacher at hand).
     #[serde(default)]
@@ -116,6 +121,7 @@ impl Distill {
             temperature: Self::default_temperature(),
             negatives: Self::default_negatives(),
             teacher_temperature: None,
+            follow_flips: false,
             teacher_dim: None,
         }
     }
@@ -288,6 +294,11 @@ impl TrainConfig {
         {
             bail!("[distill]: teacher_temperature must be finite and > 0 (got {t}); leave it out for one-hot targets");
         }
+        if self.distill.as_ref().is_some_and(|d| d.follow_flips) && !self.augment.hflip {
+            bail!(
+                "[distill] follow_flips matches mirrored views with mirrored teacher rows, but [augment] hflip is off: turn hflip on (--hflip) or drop follow_flips"
+            );
+        }
         if [self.alpha, self.beta, self.gamma, self.learning_rate, self.gradient_penalty, self.warmup_epochs].iter().any(|v| !v.is_finite() || *v < 0.0) {
             bail!("loss weights, learning rate, warm-up and gradient penalty must be finite and ≥ 0");
         }
@@ -340,6 +351,13 @@ mod tests {
         assert!(soft.validate().is_ok());
         let cold = soft.clone().with_distill(Some(Distill { teacher_temperature: Some(0.0), ..soft.distill.clone().unwrap() }));
         assert!(format!("{:#}", cold.validate().unwrap_err()).contains("teacher_temperature"));
+        // Mirrored teacher rows: off by default, and only with mirrored views to match.
+        assert!(!d.follow_flips);
+        let follow = TrainConfig::new().overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\nfollow_flips = true\n", true, "c.toml").unwrap();
+        assert!(format!("{:#}", follow.clone().validate().unwrap_err()).contains("hflip"), "follow_flips without hflip is refused");
+        let mut flipping = follow;
+        flipping.augment.hflip = true;
+        assert!(flipping.validate().is_ok());
     }
 
     /// Every config the repository ships parses and validates: a typo in a long run's config

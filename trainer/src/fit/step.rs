@@ -154,7 +154,7 @@ pub fn step_timed(
     if let Some(critic) = &model.distill {
         let Some(teacher) = teacher else { bail!("the model distils a teacher, but the step was given none") };
         let (b, w) = (batch.len(), teacher.width());
-        let t = Tensor::<2>::from_data(TensorData::new(teacher.rows(&batch.sources), [b, w]), device);
+        let t = Tensor::<2>::from_data(TensorData::new(teacher.views(&batch.sources, &batch.flipped), [b, w]), device);
         let k = config.distill.as_ref().map_or(0, |d| d.negatives);
         // Its own stream, so the prior's draws below are the same with or without distillation.
         let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x94D0_49BB_1331_11EB) ^ 0xD157_111A);
