@@ -48,6 +48,23 @@ fn equals_the_engine_on_the_shipped_golden_images() {
     }
 }
 
+/// Each path holds its weights once, in the layout its products read: int8 (1 byte a weight) on
+/// the int8 × int8 path, i16 (2 bytes) on the portable one; the `y` layer is i16 on both. The
+/// counts by hand from the shapes (kernel² · in · out per conv, in · out for fc and y):
+/// tiny 3·32·9 + 32·64·9 + 64·128·9 + 128·128 = 109,408 and y 128·64 = 8,192;
+/// dim32 3·64·16 + 64·128·16 + 128·256·16 + 4096·1024 = 4,852,736 and y 1024·64 = 65,536.
+#[test]
+fn each_path_holds_its_weights_once() {
+    for (name, convs_fc, y) in [("tiny", 109_408, 8_192), ("dim32", 4_852_736, 65_536)] {
+        let blob = shipped(name, "encoder.blob");
+        let model = Model::parse(&blob).unwrap();
+        assert_eq!(FastModel::signed(&model).weight_bytes(), convs_fc + 2 * y, "{name}: int8 path");
+        assert_eq!(FastModel::portable(&model).weight_bytes(), 2 * convs_fc + 2 * y, "{name}: i16 path");
+        // VNNI pads each field to a multiple of 4 bytes and keeps i16 only for a layer it cannot pack.
+        assert!(FastModel::new(&model).weight_bytes() <= 2 * convs_fc + 2 * y, "{name}: this CPU's path");
+    }
+}
+
 #[test]
 fn refuses_a_wrong_output_length() {
     let blob = shipped("tiny", "encoder.blob");

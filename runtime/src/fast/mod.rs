@@ -161,14 +161,20 @@ impl FastConv {
         let bias: Vec<i32> = (0..c.out).map(|o| c.bias.i32(o)).collect();
         #[cfg(target_arch = "x86_64")]
         let vnni = (products == Products::Vnni).then(|| vnni::Packed::new(&hwc, c.out, n)).flatten();
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni: Option<()> = None;
+        let signed = (products == Products::Signed).then(|| Signed::new(&hwc, n, &bias, c.x_zero));
+        // The widened copy only where `run` reads it: a VNNI layer whose width is not a multiple
+        // of its lanes falls back to it, an int8 one never does (dim32's fc: 8 MB less).
+        let weight = if signed.is_some() || vnni.is_some() { Vec::new() } else { hwc.iter().map(|&w| w as i16).collect() };
         let inv_y = c.y_scale.recip();
         Self {
             out: c.out,
             fields: Fields { kernel: k, stride: c.stride, pad: c.pad, inp, in_side: c.in_side, out_side: c.out_side },
             x_zero: c.x_zero,
-            weight: hwc.iter().map(|&w| w as i16).collect(),
+            weight,
             m: (0..c.out).map(|o| (c.w_scale.f32(o) * c.x_scale) * inv_y).collect(),
-            signed: (products == Products::Signed).then(|| Signed::new(&hwc, n, &bias, c.x_zero)),
+            signed,
             #[cfg(target_arch = "x86_64")]
             vnni_base: match &vnni {
                 Some(w) => bias.iter().zip(&w.sums).map(|(&b, &s)| b.wrapping_sub((c.x_zero as i32).wrapping_mul(s))).collect(),
@@ -178,6 +184,15 @@ impl FastConv {
             vnni,
             bias,
         }
+    }
+
+    /// Bytes of weights the layer holds, in whichever layouts its products read.
+    fn weight_bytes(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        let vnni = self.vnni.as_ref().map_or(0, |w| w.bytes());
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = 0;
+        self.weight.len() * 2 + self.signed.as_ref().map_or(0, |s| s.weight.len()) + vnni
     }
 
     /// Output positions per image.
@@ -437,6 +452,12 @@ impl FastModel {
             pixels: core::array::from_fn(|v| model.quantize_pixel(v as u8)),
             pool: model.pool_scale.map(|s| (model.convs[2].y_scale, s)),
         }
+    }
+
+    /// Bytes of weights held (every layer, in the layouts its products read): what the model
+    /// costs in memory beyond its scratch.
+    pub fn weight_bytes(&self) -> usize {
+        self.convs.iter().chain([&self.fc]).map(FastConv::weight_bytes).sum::<usize>() + self.y.weight.len() * 2
     }
 
     /// Width of the embedding.

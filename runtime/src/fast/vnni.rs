@@ -48,6 +48,11 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// Bytes of packed weights.
+    pub fn bytes(&self) -> usize {
+        self.weight.len()
+    }
+
     /// Packs `weight` (`[out][n]` int8, OIHW); `None` when `out` is not a multiple of
     /// [`LANES`] (the i16 path runs those).
     pub fn new(weight: &[i8], out: usize, n: usize) -> Option<Self> {
