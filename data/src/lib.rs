@@ -8,6 +8,7 @@
 //! before allocating and return a [`DataError`] naming the file, never panic; `fuzz/` drives
 //! [`decode_bytes`] and [`Idx::from_bytes`] with arbitrary input.
 
+mod augment;
 mod cache;
 mod cifar_bin;
 mod folder;
@@ -17,11 +18,12 @@ mod synthetic;
 
 use std::path::{Path, PathBuf};
 
+pub use augment::Augment;
 pub use cache::Cached;
 pub use cifar_bin::{CLASSES as CIFAR10_CLASSES, CifarBinary};
 pub use folder::{ImageFolder, decode_bytes, decode_file, is_image};
 pub use idx::Idx;
-pub use loader::{Augment, Batch, Loader, LoaderConfig};
+pub use loader::{Batch, Loader, LoaderConfig};
 pub use synthetic::Shapes;
 
 /// Bytes in one 32×32 RGB image, and the image (HWC): the runtime's, so trainer and devices agree.

@@ -5,42 +5,11 @@
 //! order and the augmentation of batch `b` of epoch `e` depend only on `(seed, e, b)`: a resumed
 //! run sees exactly the batches an uninterrupted one would have.
 
-use super::{DataError, ImageSource, Rgb32};
+use super::{Augment, DataError, ImageSource, Rgb32};
 use dim_runtime::preprocess::{INPUT_LEN, rgb32_to_input};
-use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rayon::prelude::*;
 use std::sync::{Arc, mpsc};
-
-/// Random crop with zero padding and horizontal flips.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Augment {
-    /// Pixels of zero padding before a random 32×32 crop (0 = off).
-    pub crop_padding: usize,
-    /// Flip horizontally with probability 0.5.
-    pub hflip: bool,
-}
-
-impl Augment {
-    /// A random view of `img`, and whether it was mirrored (a distillation teacher that embedded
-    /// the mirrored image too hands the student the matching row).
-    pub fn apply(&self, img: &Rgb32, rng: &mut StdRng) -> (Rgb32, bool) {
-        let p = self.crop_padding as isize;
-        let (ox, oy) = if p > 0 { (rng.random_range(0..=2 * p as i64) as isize - p, rng.random_range(0..=2 * p as i64) as isize - p) } else { (0, 0) };
-        let flip = self.hflip && rng.random_bool(0.5);
-        let mut out = [0u8; super::IMAGE_BYTES];
-        for y in 0..32isize {
-            for x in 0..32isize {
-                let sx = if flip { 31 - x } else { x } + ox;
-                let sy = y + oy;
-                if (0..32).contains(&sx) && (0..32).contains(&sy) {
-                    let (d, s) = ((y * 32 + x) as usize * 3, (sy * 32 + sx) as usize * 3);
-                    out[d..d + 3].copy_from_slice(&img[s..s + 3]);
-                }
-            }
-        }
-        (out, flip)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
@@ -52,9 +21,14 @@ pub struct LoaderConfig {
     pub skip_bad: bool,
     pub prefetch: usize,
     pub seed: u64,
+    /// Views drawn of each image (1, or 2 for cross-view training): a batch of `n` images holds
+    /// `views · n` rows, all first views, then all second views (see [`Batch`]).
+    pub views: usize,
 }
 
-/// A batch: `images` is `[n, 3, 32, 32]` f32 in `[-1, 1]`, row-major.
+/// A batch: `images` is `[rows, 3, 32, 32]` f32 in `[-1, 1]`, row-major, one row per view.
+/// With two views of `n` images, rows `0..n` are the first views and `n..2n` the second views
+/// of the same images in the same order; `labels`, `sources` and `flipped` follow the rows.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub images: Vec<f32>,
@@ -118,10 +92,9 @@ impl Loader {
 
 fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, cfg: &LoaderConfig) -> Result<Batch, DataError> {
     let decoded: Vec<(usize, Result<Rgb32, DataError>)> = chunk.par_iter().map(|&i| (i, source.load(i))).collect();
-    let mut images = Vec::with_capacity(chunk.len() * INPUT_LEN);
-    let mut labels = Vec::with_capacity(chunk.len());
-    let mut sources = Vec::with_capacity(chunk.len());
-    let mut flipped = Vec::with_capacity(chunk.len());
+    let views = cfg.views.max(1);
+    let mut rows: Vec<Vec<(Rgb32, bool)>> = vec![Vec::with_capacity(chunk.len()); views];
+    let mut kept = Vec::with_capacity(chunk.len());
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ (epoch << 32) ^ (b as u64).wrapping_mul(0x9E37_79B9));
     for (i, img) in decoded {
         let img = match img {
@@ -132,13 +105,20 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
             }
             Err(e) => return Err(e),
         };
-        let (img, flip) = if cfg.augment == Augment::default() { (img, false) } else { cfg.augment.apply(&img, &mut rng) };
-        let start = images.len();
-        images.resize(start + INPUT_LEN, 0.0);
-        rgb32_to_input(&img, &mut images[start..]).expect("INPUT_LEN slice");
+        // An image's views are drawn one after the other, so the first view of a one-view
+        // config is what it always was.
+        for view in &mut rows {
+            view.push(if cfg.augment.is_identity() { (img, false) } else { cfg.augment.apply(&img, &mut rng) });
+        }
+        kept.push(i);
+    }
+    let n = views * kept.len();
+    let (mut images, mut labels, mut sources, mut flipped) = (vec![0.0; n * INPUT_LEN], Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for ((img, flip), (&i, out)) in rows.iter().flatten().zip(kept.iter().cycle().zip(images.chunks_exact_mut(INPUT_LEN))) {
+        rgb32_to_input(img, out).expect("INPUT_LEN slice");
         labels.push(source.label(i));
         sources.push(i);
-        flipped.push(flip);
+        flipped.push(*flip);
     }
     Ok(Batch { images, labels, sources, flipped, index: b })
 }
@@ -150,7 +130,7 @@ mod tests {
     use crate::testing::write_folder;
 
     fn cfg(skip_bad: bool) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, shuffle: true, drop_last: false, augment: Augment::default(), skip_bad, prefetch: 2, seed: 3 }
+        LoaderConfig { batch_size: 4, shuffle: true, drop_last: false, augment: Augment::default(), skip_bad, prefetch: 2, seed: 3, views: 1 }
     }
 
     #[test]
@@ -192,19 +172,23 @@ mod tests {
         assert!(seen.len() == 5 && seen.iter().all(|&i| i < 6), "{:?}", batch.sources);
     }
 
+    /// Two views: the same images twice in the same order, drawn independently; without
+    /// augmentation the two halves are equal, and the first view is the one-view batch.
     #[test]
-    fn flip_and_crop_move_pixels() {
-        let mut img = [0u8; super::super::IMAGE_BYTES];
-        img[0] = 255; // red at (0, 0)
-        let mut rng = StdRng::seed_from_u64(0);
-        let views: Vec<(Rgb32, bool)> = (0..20).map(|_| Augment { crop_padding: 0, hflip: true }.apply(&img, &mut rng)).collect();
-        for (view, flip) in &views {
-            // The flag says which way the pixel went: mirrored to x = 31, or left at x = 0.
-            assert_eq!((view[31 * 3], view[0]), if *flip { (255, 0) } else { (0, 255) });
-        }
-        assert!(views.iter().any(|v| v.1) && views.iter().any(|v| !v.1), "both orientations within 20 draws");
-        let (cropped, flip) = Augment { crop_padding: 4, hflip: false }.apply(&img, &mut rng);
-        assert!(cropped.iter().filter(|&&v| v == 255).count() <= 1);
-        assert!(!flip, "no mirror without hflip");
+    fn two_views_are_the_same_images_twice() {
+        let src: Arc<dyn ImageSource> = Arc::new(Shapes::new(10, 0));
+        let plain = Loader::new(src.clone(), (0..10).collect(), cfg(false)).epoch(0, 0).recv().unwrap().unwrap();
+        let two = Loader::new(src.clone(), (0..10).collect(), LoaderConfig { views: 2, ..cfg(false) }).epoch(0, 0).recv().unwrap().unwrap();
+        assert_eq!(two.len(), 8);
+        assert_eq!(two.sources[..4], plain.sources[..]);
+        assert_eq!(two.sources[4..], plain.sources[..]);
+        assert_eq!(two.labels[4..], plain.labels[..]);
+        assert_eq!(two.images[..4 * INPUT_LEN], plain.images[..]);
+        assert_eq!(two.images[4 * INPUT_LEN..], plain.images[..]);
+        let augment = Augment { crop_padding: 4, hflip: true, ..Augment::default() };
+        let one = Loader::new(src.clone(), (0..10).collect(), LoaderConfig { augment, ..cfg(false) }).epoch(0, 0).recv().unwrap().unwrap();
+        let two = Loader::new(src, (0..10).collect(), LoaderConfig { augment, views: 2, ..cfg(false) }).epoch(0, 0).recv().unwrap().unwrap();
+        assert_ne!(two.images[..4 * INPUT_LEN], two.images[4 * INPUT_LEN..], "the views differ");
+        assert_eq!(two.sources[..4], one.sources[..]);
     }
 }

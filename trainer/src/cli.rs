@@ -32,6 +32,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One `Command` is parsed per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Train an encoder with Deep InfoMax.
@@ -206,6 +208,22 @@ pub struct FitArgs {
     /// Random horizontal flips.
     #[arg(long)]
     pub hflip: bool,
+    /// Random resized crops: a region of this fraction of the area or more (aspect ratio 3/4 to
+    /// 4/3) resized back to 32×32 (0 = off; contrastive methods use 0.08–0.3).
+    #[arg(long, value_parser = unit_interval)]
+    pub min_scale: Option<f32>,
+    /// Colour jitter strength s: brightness, contrast and saturation each scaled by a factor in
+    /// [1 − s, 1 + s] (0 = off; SimCLR's CIFAR setting is 0.4).
+    #[arg(long, value_parser = unit_interval)]
+    pub color_jitter: Option<f32>,
+    /// Probability of a grey view (0 = off).
+    #[arg(long, value_parser = unit_interval)]
+    pub grayscale: Option<f32>,
+    /// Views of each image per step: 1 (the paper), or 2 for cross-view DIM — each view's Y
+    /// is scored against the other view's local features, so what the critic can match is what
+    /// the augmentation leaves alone (AMDIM's change; each step costs about twice as much).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub views: Option<u64>,
     /// Skip unreadable images with a warning instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
@@ -491,6 +509,15 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A number in `[0, 1]` (a fraction or a probability).
+fn unit_interval(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is outside [0, 1]")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn finite(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e: std::num::ParseFloatError| e.to_string())?;
     if v.is_finite() { Ok(v) } else { Err("must be a finite number".into()) }
@@ -572,6 +599,12 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
         c.augment.crop_padding = p;
     }
     c.augment.hflip |= a.hflip;
+    c.augment.min_scale = a.min_scale.unwrap_or(c.augment.min_scale);
+    c.augment.color_jitter = a.color_jitter.unwrap_or(c.augment.color_jitter);
+    c.augment.grayscale = a.grayscale.unwrap_or(c.augment.grayscale);
+    if let Some(v) = a.views {
+        c.views = v as usize;
+    }
     c.skip_bad |= a.skip_bad;
     c.bf16 |= a.bf16;
     c.cosine |= a.cosine;

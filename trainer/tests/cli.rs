@@ -78,6 +78,28 @@ fn resume_keeps_the_runs_config_and_refuses_another_run() {
     assert!(!out.status.success() && err.contains("trained on 400"), "{err}");
 }
 
+/// Cross-view training (`--views 2`) runs from the command line with the stronger augmentation,
+/// saves what it was given, counts images (not views) per step, and refuses two equal views.
+#[test]
+fn two_views_train_and_two_equal_views_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let data = ["--data", "builtin:shapes:400", "--validation-size", "100", "--max-steps", "3"];
+    let views = ["--views", "2", "--min-scale", "0.3", "--color-jitter", "0.4", "--grayscale", "0.2", "--hflip"];
+    let out = trainer().arg("fit").arg("--out").arg(&run).args([&data[..], &views, QUICK].concat()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["views"].as_u64(), Some(2));
+    assert_eq!(config["augment"]["color_jitter"].as_f64().map(|v| (v * 10.0).round()), Some(4.0), "{config}");
+    let steps = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"step\"")).count();
+    assert_eq!(steps, 3);
+    let out = trainer().arg("fit").arg("--out").arg(dir.path().join("same")).args([&data[..], &["--views", "2"], QUICK].concat()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("same view"), "{err}");
+    let out = trainer().args(["fit", "--color-jitter", "1.5"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("outside [0, 1]"));
+}
+
 /// fit → export → quantize → eval (f32 reference) → check (int8) passes; a reference that
 /// claims more than the model delivers makes `check` exit 2 (not 1, an error) and name the measure.
 #[test]

@@ -184,8 +184,12 @@ pub struct TrainConfig {
     /// Number of built-in synthetic images when `data` is `None`.
     #[config(default = 12000)]
     pub synthetic_images: usize,
-    #[config(default = "Augment { crop_padding: 0, hflip: false }")]
+    #[config(default = "Augment::default()")]
     pub augment: Augment,
+    /// Views of each image a step draws: 1 (the paper), or 2 for cross-view DIM (each view's Y
+    /// scored against the other view's local features; `fit::step`). `batch_size` counts images.
+    #[config(default = 1)]
+    pub views: usize,
     /// Skip unreadable images with a warning instead of stopping.
     #[config(default = false)]
     pub skip_bad: bool,
@@ -294,6 +298,21 @@ impl TrainConfig {
         {
             bail!("[distill]: teacher_temperature must be finite and > 0 (got {t}); leave it out for one-hot targets");
         }
+        if !(1..=2).contains(&self.views) {
+            bail!("views must be 1 or 2 (got {})", self.views);
+        }
+        if self.views == 2 && self.distill.is_some() {
+            bail!("two views and distillation do not train together (the teacher's rows follow one view): drop --views 2 or the [distill] table");
+        }
+        if self.views == 2 && self.augment.is_identity() {
+            bail!(
+                "two views of an image without augmentation are the same view: add augmentation ([augment], e.g. --crop-padding 2 --hflip --color-jitter 0.4) or drop --views 2"
+            );
+        }
+        let a = &self.augment;
+        if ![a.min_scale, a.color_jitter, a.grayscale].iter().all(|v| (0.0..=1.0).contains(v)) {
+            bail!("[augment] min_scale, color_jitter and grayscale must be in [0, 1] (got {}, {}, {})", a.min_scale, a.color_jitter, a.grayscale);
+        }
         if self.distill.as_ref().is_some_and(|d| d.follow_flips) && !self.augment.hflip {
             bail!(
                 "[distill] follow_flips matches mirrored views with mirrored teacher rows, but [augment] hflip is off: turn hflip on (--hflip) or drop follow_flips"
@@ -391,6 +410,21 @@ mod tests {
         let flat = TrainConfig::new().with_learning_rate(0.5);
         assert!((0..100).all(|s| flat.learning_rate_at(s, 7) == 0.5), "constant by default");
         assert!(format!("{:#}", TrainConfig::new().with_adam_beta1(1.0).validate().unwrap_err()).contains("adam_beta1"));
+    }
+
+    #[test]
+    fn two_views_need_augmentation_and_no_teacher() {
+        let c = TrainConfig::new().overlay("views = 2\n[augment]\nhflip = true\ncolor_jitter = 0.4\n", true, "c.toml").unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!((c.views, c.augment.color_jitter), (2, 0.4));
+        let plain = TrainConfig::new().with_views(2);
+        assert!(format!("{:#}", plain.validate().unwrap_err()).contains("same view"));
+        let taught = c.clone().with_distill(Some(Distill::from_teacher("t.onnx".into())));
+        assert!(format!("{:#}", taught.validate().unwrap_err()).contains("distillation"));
+        assert!(format!("{:#}", c.clone().with_views(3).validate().unwrap_err()).contains("1 or 2"));
+        let mut strong = c;
+        strong.augment.grayscale = 1.5;
+        assert!(format!("{:#}", strong.validate().unwrap_err()).contains("grayscale"));
     }
 
     #[test]

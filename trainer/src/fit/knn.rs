@@ -23,7 +23,7 @@ pub fn embed(encoder: &EncoderNet, source: Arc<dyn ImageSource>, indices: Vec<us
     let loader = Loader::new(
         source,
         indices,
-        LoaderConfig { batch_size: 256, shuffle: false, drop_last: false, augment: Augment::default(), skip_bad: true, prefetch: 2, seed: 0 },
+        LoaderConfig { batch_size: 256, shuffle: false, drop_last: false, augment: Augment::default(), skip_bad: true, prefetch: 2, seed: 0, views: 1 },
     );
     let (mut feats, mut labels) = (Vec::new(), Vec::new());
     for batch in loader.epoch(0, 0) {

@@ -100,6 +100,27 @@ fn losses_to_host(terms: Vec<Tensor<1>>) -> Vec<f64> {
     Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).collect()
 }
 
+/// The (local map, Y) pairs a critic scores. One view: each image's Y against its own local
+/// features, the paper's DIM. Two views (rows `0..n` and `n..2n` of the batch, the same images):
+/// each view's Y against the *other* view's local features, both ways — the positive pair then
+/// shares only what the augmentation leaves alone (shape, not the exact colours or position),
+/// which is AMDIM's change to DIM. The negatives are the other images' features, as before.
+fn scored_pairs(local: &Tensor<4>, y: &Tensor<2>, views: usize) -> Vec<(Tensor<4>, Tensor<2>)> {
+    if views < 2 {
+        return vec![(local.clone(), y.clone())];
+    }
+    let n = y.dims()[0] / 2;
+    let half = |t: Tensor<2>, i: usize| t.narrow(0, i * n, n);
+    let half4 = |t: Tensor<4>, i: usize| t.narrow(0, i * n, n);
+    vec![(half4(local.clone(), 1), half(y.clone(), 0)), (half4(local.clone(), 0), half(y.clone(), 1))]
+}
+
+/// The mean of one-element tensors (one bound per scored pair).
+fn mean(terms: Vec<Tensor<1>>) -> Tensor<1> {
+    let k = terms.len() as f64;
+    Tensor::cat(terms, 0).sum() / k
+}
+
 /// Where a step stands in its run: its index (0-based; it seeds the step's randomness) and the
 /// steps to an epoch (the learning-rate schedule is in epochs).
 #[derive(Debug, Clone, Copy)]
@@ -139,15 +160,16 @@ pub fn step_timed(
     let zero = || Tensor::<1>::zeros([1], device);
     let (mut local_mi, mut global_mi, mut prior_term, mut distill_mi) = (zero(), zero(), zero(), zero());
     let mut loss = zero();
+    let pairs = scored_pairs(&out.local, &out.y, config.views);
     if let Some(critic) = &model.local {
-        let scores = critic.scores(out.local.clone(), out.y.clone());
+        let scores: Vec<_> = pairs.iter().map(|(l, y)| critic.scores(l.clone(), y.clone())).collect();
         phases.mark(Phase::LocalCriticForward);
-        local_mi = mi_lower_bound(&scores, config.estimator);
+        local_mi = mean(scores.iter().map(|s| mi_lower_bound(s, config.estimator)).collect());
         loss = loss - local_mi.clone() * config.beta;
         phases.mark(Phase::Estimator);
     }
     if let Some(critic) = &model.global {
-        global_mi = mi_lower_bound(&critic.scores(out.local.clone(), out.y.clone()), config.estimator);
+        global_mi = mean(pairs.iter().map(|(l, y)| mi_lower_bound(&critic.scores(l.clone(), y.clone()), config.estimator)).collect());
         loss = loss - global_mi.clone() * config.alpha;
         phases.mark(Phase::GlobalCritic);
     }
@@ -205,4 +227,28 @@ pub fn step_timed(
         (d, _) => d,
     };
     Ok((TrainState { model, optim, disc, disc_optim }, l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows 0..2 are the first views of images a, b; rows 2..4 their second views. Each pair
+    /// scores one view's Y against the other view's local features, the images in order.
+    #[test]
+    fn two_views_pair_each_y_with_the_other_views_local_features() {
+        let d = Device::flex();
+        // Row r of both tensors holds the value r, so a pair's rows name where they came from.
+        let local = Tensor::<1>::from_floats([0.0, 1.0, 2.0, 3.0], &d).reshape([4, 1, 1, 1]);
+        let y = Tensor::<1>::from_floats([0.0, 1.0, 2.0, 3.0], &d).reshape([4, 1]);
+        let rows = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+        let pairs = scored_pairs(&local, &y, 2);
+        let seen: Vec<_> = pairs.into_iter().map(|(l, y)| (rows(l.reshape([-1, 1])), rows(y))).collect();
+        assert_eq!(seen, [(vec![2.0, 3.0], vec![0.0, 1.0]), (vec![0.0, 1.0], vec![2.0, 3.0])]);
+        let one = scored_pairs(&local, &y, 1);
+        assert_eq!(one.len(), 1);
+        assert_eq!(rows(one[0].1.clone()), [0.0, 1.0, 2.0, 3.0], "one view: the paper's own-image pairs");
+        let m = mean(vec![Tensor::from_floats([1.0], &d), Tensor::from_floats([4.0], &d)]);
+        assert_eq!(m.into_scalar::<f32>(), 2.5);
+    }
 }

@@ -67,6 +67,7 @@ pub fn train_loader(config: &TrainConfig, source: Arc<dyn ImageSource>, train_id
         skip_bad: config.skip_bad,
         prefetch: 4,
         seed: config.seed,
+        views: config.views,
     };
     Loader::new(source, train_idx, cfg)
 }
@@ -266,7 +267,9 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
             };
             // A batch with fewer than 2 readable images (--skip-bad) teaches nothing: DIM's
             // negatives come from the other images. It still counts as read, so the epoch ends.
-            let stepped = batch.len() >= 2;
+            // (Rows are views: each image appears `views` times.)
+            let n = batch.len() / config.views;
+            let stepped = n >= 2;
             let mut rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if stepped {
                 let t = std::time::Instant::now();
@@ -276,11 +279,11 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                         None => "training stopped before the first checkpoint".to_string(),
                     })?;
                 state = next;
-                images += batch.len();
+                images += n;
                 progress.step += 1;
                 losses.push(l.loss);
                 epoch.add(&l);
-                let img_per_s = batch.len() as f64 / t.elapsed().as_secs_f64();
+                let img_per_s = n as f64 / t.elapsed().as_secs_f64();
                 metrics.write(StepRecord { step: progress.step, epoch: progress.epoch + 1, losses: l, img_per_s })?;
                 rate = images as f64 / started.elapsed().as_secs_f64();
                 let distill = if teacher.is_some() { format!(" distill {:.3}", l.distill_mi) } else { String::new() };
