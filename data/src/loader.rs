@@ -40,11 +40,17 @@ pub struct Batch {
     pub flipped: Vec<bool>,
     /// Position of the batch in its epoch.
     pub index: usize,
+    /// Views of each image the rows hold (1, or 2: see above).
+    pub views: usize,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+    /// Images in the batch (rows over views).
+    pub fn image_count(&self) -> usize {
+        self.len() / self.views.max(1)
     }
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
@@ -120,7 +126,7 @@ fn make_batch(source: &dyn ImageSource, chunk: &[usize], b: usize, epoch: u64, c
         sources.push(i);
         flipped.push(*flip);
     }
-    Ok(Batch { images, labels, sources, flipped, index: b })
+    Ok(Batch { images, labels, sources, flipped, index: b, views })
 }
 
 #[cfg(test)]
@@ -179,7 +185,7 @@ mod tests {
         let src: Arc<dyn ImageSource> = Arc::new(Shapes::new(10, 0));
         let plain = Loader::new(src.clone(), (0..10).collect(), cfg(false)).epoch(0, 0).recv().unwrap().unwrap();
         let two = Loader::new(src.clone(), (0..10).collect(), LoaderConfig { views: 2, ..cfg(false) }).epoch(0, 0).recv().unwrap().unwrap();
-        assert_eq!(two.len(), 8);
+        assert_eq!((two.len(), two.image_count(), plain.image_count()), (8, 4, 4));
         assert_eq!(two.sources[..4], plain.sources[..]);
         assert_eq!(two.sources[4..], plain.sources[..]);
         assert_eq!(two.labels[4..], plain.labels[..]);

@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 /// breakdown's last column.
 pub const PEAK_GFLOPS: f64 = 330.0;
 
+/// One batch of the config's shape: `batch_size` images, each repeated for every view (equal
+/// views cost what distinct ones do).
 fn fixed_batch(config: &TrainConfig) -> anyhow::Result<Batch> {
     let shapes = Shapes::new(config.batch_size, config.seed);
-    let sources: Vec<usize> = (0..config.batch_size).collect();
+    let sources: Vec<usize> = (0..config.views).flat_map(|_| 0..config.batch_size).collect();
     let images = data::load_inputs(&shapes, &sources)?;
-    Ok(Batch { images, labels: sources.iter().map(|&i| shapes.label(i)).collect(), flipped: vec![false; sources.len()], sources, index: 0 })
+    let labels = sources.iter().map(|&i| shapes.label(i)).collect();
+    Ok(Batch { images, labels, flipped: vec![false; sources.len()], sources, index: 0, views: config.views })
 }
 
 /// Trains `warmup + steps` steps on one fixed batch and returns images per second over `steps`.

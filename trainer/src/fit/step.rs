@@ -160,7 +160,7 @@ pub fn step_timed(
     let zero = || Tensor::<1>::zeros([1], device);
     let (mut local_mi, mut global_mi, mut prior_term, mut distill_mi) = (zero(), zero(), zero(), zero());
     let mut loss = zero();
-    let pairs = scored_pairs(&out.local, &out.y, config.views);
+    let pairs = scored_pairs(&out.local, &out.y, batch.views);
     if let Some(critic) = &model.local {
         let scores: Vec<_> = pairs.iter().map(|(l, y)| critic.scores(l.clone(), y.clone())).collect();
         phases.mark(Phase::LocalCriticForward);

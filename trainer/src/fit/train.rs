@@ -267,8 +267,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
             };
             // A batch with fewer than 2 readable images (--skip-bad) teaches nothing: DIM's
             // negatives come from the other images. It still counts as read, so the epoch ends.
-            // (Rows are views: each image appears `views` times.)
-            let n = batch.len() / config.views;
+            let n = batch.image_count();
             let stepped = n >= 2;
             let mut rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if stepped {
