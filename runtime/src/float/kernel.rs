@@ -87,7 +87,8 @@ impl Packed {
 
 /// `y` `[m][n]` = `bias + x · w`, ReLU'd if `relu`; `x` is `[m][k]`. On two threads (the
 /// caller and [`crate::pool`]'s worker) when `threads > 1` and the product is large enough.
-/// `scratch` holds the interleaved rows between calls.
+/// `scratch` holds the interleaved rows (and, when the panels are split between the threads,
+/// the right half of the columns) between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32], threads: usize, scratch: &mut Vec<f32>) {
     let (k, n) = (w.k, w.n);
@@ -99,7 +100,8 @@ pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mu
     if m == 1 {
         // One row is read as it is.
         if split && panels > 1 {
-            by_panels(Rows::One(x), w, bias, relu, y);
+            scratch.resize(right_len(w, m), 0.0);
+            by_panels(Rows::One(x), w, bias, relu, y, scratch);
         } else {
             panels_into(Rows::One(x), w, bias, relu, 0..panels, y, n);
         }
@@ -132,23 +134,28 @@ pub fn product(x: &[f32], m: usize, w: &Packed, bias: &[f32], relu: bool, y: &mu
         // Few rows, many columns (dim32's fc with a group of images, tiny's last convolution):
         // each weight serves few rows, so the product waits on reading the weights; each
         // thread reads half of them.
-        interleave(x, k, scratch);
-        by_panels(Rows::Tiles(scratch, m), w, bias, relu, y);
+        scratch.resize(tiles * k * ROWS + right_len(w, m), 0.0);
+        let (tiled, right) = scratch.split_at_mut(tiles * k * ROWS);
+        interleave(x, k, tiled);
+        by_panels(Rows::Tiles(tiled, m), w, bias, relu, y, right);
     }
 }
 
+/// The room [`by_panels`] needs for the right half of `m` rows.
+fn right_len(w: &Packed, m: usize) -> usize {
+    m * (w.n - w.count() / 2 * PANEL)
+}
+
 /// [`panels_into`] of all panels on two threads, each computing half of them: panels
-/// `[mid, panels)` go into a buffer of their own columns, copied into `y` after.
-fn by_panels(rows: Rows, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32]) {
+/// `[mid, panels)` go into `right` (the caller's scratch, [`right_len`] long: the threads cannot
+/// share `y`'s rows), copied into `y` after.
+fn by_panels(rows: Rows, w: &Packed, bias: &[f32], relu: bool, y: &mut [f32], right: &mut [f32]) {
     let (panels, n) = (w.count(), w.n);
     let m = y.len() / n;
     let mid = panels / 2;
     let right_cols = n - mid * PANEL;
-    let mut right = vec![0f32; m * right_cols];
-    crate::pool::join(
-        || panels_into(rows, w, bias, relu, 0..mid, y, n),
-        || panels_into(rows, w, &bias[mid * PANEL..], relu, mid..panels, &mut right, right_cols),
-    );
+    let right = &mut right[..m * right_cols];
+    crate::pool::join(|| panels_into(rows, w, bias, relu, 0..mid, y, n), || panels_into(rows, w, &bias[mid * PANEL..], relu, mid..panels, right, right_cols));
     for (row, part) in y.chunks_exact_mut(n).zip(right.chunks_exact(right_cols)) {
         row[mid * PANEL..].copy_from_slice(part);
     }
@@ -297,7 +304,9 @@ mod tests {
     fn equals_the_three_loops_on_the_encoders_shapes_and_ragged_ones() {
         // dim32's conv2 and fc at batch 1 and 8, tiny's conv1, split products whose last tile
         // or panel is partial (by tiles, then by panels), then small ragged ones that are not
-        // split, and a single value.
+        // split, and a single value. One scratch serves every call, as in a model, and starts
+        // as NaN: a value left from another shape, or never written, would show.
+        let mut scratch = vec![f32::NAN; 1 << 16];
         for (m, k, n) in [(64, 1024, 128), (1, 4096, 1024), (8, 4096, 1024), (256, 27, 32), (61, 300, 40), (9, 2000, 100), (13, 37, 21), (3, 5, 17), (1, 1, 1)]
         {
             let (x, w, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
@@ -306,7 +315,7 @@ mod tests {
                 let want = reference(&x, m, &w, k, n, &bias, relu);
                 for threads in [1, 2] {
                     let mut y = vec![f32::NAN; m * n];
-                    product(&x, m, &packed, &bias, relu, &mut y, threads, &mut Vec::new());
+                    product(&x, m, &packed, &bias, relu, &mut y, threads, &mut scratch);
                     for (i, (g, w)) in y.iter().zip(&want).enumerate() {
                         // k products of values ≤ 1 summed in f32: within k·2⁻²³ of the exact sum.
                         assert!((g - w).abs() <= k as f32 * 1.2e-7 + 1e-6, "{m}×{k}×{n} relu {relu} threads {threads}: y[{i}] = {g}, want {w}");

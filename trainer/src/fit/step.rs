@@ -110,9 +110,12 @@ fn scored_pairs(local: &Tensor<4>, y: &Tensor<2>, views: usize) -> Vec<(Tensor<4
         return vec![(local.clone(), y.clone())];
     }
     let n = y.dims()[0] / 2;
-    let half = |t: Tensor<2>, i: usize| t.narrow(0, i * n, n);
-    let half4 = |t: Tensor<4>, i: usize| t.narrow(0, i * n, n);
-    vec![(half4(local.clone(), 1), half(y.clone(), 0)), (half4(local.clone(), 0), half(y.clone(), 1))]
+    vec![(half(local, 1, n), half(y, 0, n)), (half(local, 0, n), half(y, 1, n))]
+}
+
+/// Rows `i·n .. (i+1)·n` of `t`: view `i` of a batch laid out view after view.
+fn half<const D: usize>(t: &Tensor<D>, i: usize, n: usize) -> Tensor<D> {
+    t.clone().narrow(0, i * n, n)
 }
 
 /// The mean of one-element tensors (one bound per scored pair).
