@@ -126,9 +126,15 @@ fn size(path: &Path) -> String {
     std::fs::metadata(path).map_or_else(|_| "not shipped".into(), |m| format!("{} bytes", m.len()))
 }
 
+/// The model's `config.json`, read as `fit --resume` reads it: fields added to the config since
+/// the model was shipped take their defaults.
+fn training_config(dir: &Path) -> anyhow::Result<TrainConfig> {
+    TrainConfig::load_file(&dir.join("config.json"))
+}
+
 /// Writes `dir/README.md` and the golden pair; `hardware` says where training ran.
 pub fn write(dir: &Path, run: &Path, data: &Path, name: &str, hardware: &str) -> anyhow::Result<PathBuf> {
-    let config: TrainConfig = read_json(&dir.join("config.json"))?;
+    let config = training_config(dir)?;
     let source = crate::data::open(data)?;
     write_golden(dir, &*source, &config)?;
     let report: Report = read_json(&dir.join("eval/report.json"))?;
@@ -316,6 +322,16 @@ pub fn write_golden(dir: &Path, source: &dyn ImageSource, config: &TrainConfig) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_shipped_before_a_field_was_added_is_read() {
+        // The shipped tiny's config.json predates `views` (session 19); the card must read it.
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny");
+        let text = std::fs::read_to_string(tiny.join("config.json")).unwrap();
+        assert!(!text.contains("\"views\""), "the fixture gained the field: pick another old config");
+        let config = training_config(&tiny).unwrap();
+        assert_eq!((config.views, config.epochs), (1, 80));
+    }
 
     #[test]
     fn the_card_names_the_data_set_not_the_folder() {
