@@ -235,7 +235,8 @@ impl MiNetLn {
 pub struct EncodeDotLnCritic {
     pub local: MiNetLn,
     pub global: MiNetLn,
-    /// The local encoding's and the score's products in bf16 (set by `DimModelConfig`).
+    /// The local encoding's products in bf16 (set by `DimModelConfig`; the score's stays f32,
+    /// [`Self::scores`]).
     #[module(skip)]
     pub bf16_products: bool,
 }
@@ -247,11 +248,17 @@ impl EncodeDotLnCritic {
 
     /// Scores of every (Y, image location) pair: `s = g·lᵀ`, computed as `sᵀ = l·gᵀ` and transposed
     /// (the large operand on the left: its gradient comes back contiguous).
+    ///
+    /// The score product stays in f32 under `--bf16`. In bf16 it read an 8-epoch bf16 run's
+    /// weights 0.51 nats worse than f32 does (5.93 against 5.42, the same 80 batches), and training
+    /// follows that forward: the bf16 run's loss stopped falling as its cosine ended. With this
+    /// product alone back in f32 the same weights read 5.42, and with the encoder's products
+    /// alone in bf16 too (docs/recipes.md, "The prior off, and bf16 products").
     pub fn scores(&self, local: Tensor<4>, y: Tensor<2>) -> Scores {
         let [b, _, h, w] = local.dims();
         let l = self.local.forward(local_rows(local), self.bf16_products); // [B·hw, W]
         let g = self.global.forward(y, false); // [B, W]
-        let s = super::product(l, g.transpose(), self.bf16_products).transpose(); // [B, B·hw]
+        let s = l.matmul(g.transpose()).transpose(); // [B, B·hw]
         Scores::from_matrix(s.reshape([b, b, h * w]))
     }
 
@@ -667,6 +674,29 @@ mod tests {
                 assert!(r <= 1e-5, "{est:?}: gradient of {name} differs by {r:e} (relative)");
             }
         }
+    }
+
+    /// Under `--bf16` the LayerNorm critic's score product stays f32: its scores equal the f32
+    /// dot product of its (bf16-computed) encodings to f32 rounding, where a bf16 product is off
+    /// by ~2⁻⁹ of the largest score.
+    #[test]
+    fn layer_norm_critic_scores_stay_f32_under_bf16() {
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        d.seed(9);
+        let mut critic = EncodeDotLnCritic::new(24, 8, 96, &d);
+        critic.bf16_products = true;
+        let local = relu(Tensor::<4>::random([6, 24, 8, 8], Distribution::Normal(0.5, 1.0), &d));
+        let y = Tensor::<2>::random([6, 8], Distribution::Normal(0.0, 1.0), &d);
+        let l = critic.local.forward(local_rows(local.clone()), true);
+        let g = critic.global.forward(y.clone(), false);
+        let want = Scores::from_matrix(g.clone().matmul(l.clone().transpose()).reshape([6, 6, 64]));
+        let got = critic.scores(local, y);
+        assert!(rel_diff(&values(got.pos), &values(want.pos.clone())) <= 1e-6);
+        assert!(rel_diff(&values(got.neg), &values(want.neg.clone())) <= 1e-6);
+        // The same product in bf16 is measurably off: the test can tell the two apart.
+        let bf16 = Scores::from_matrix(crate::model::bf16::matmul_bf16(l, g.transpose()).transpose().reshape([6, 6, 64]));
+        assert!(rel_diff(&values(bf16.neg), &values(want.neg)) > 1e-4);
     }
 
     /// The official initialisation: no bias before the BatchNorm or on the shortcut, the shortcut
