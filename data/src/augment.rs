@@ -112,7 +112,11 @@ fn resized_crop(img: &Rgb32, min_scale: f32, rng: &mut StdRng) -> Rgb32 {
 fn jitter_colour(img: &mut Rgb32, s: f32, rng: &mut StdRng) {
     let mut factor = || rng.random_range((1.0 - s).max(0.0)..=1.0 + s);
     let (brightness, contrast, saturation) = (factor(), factor(), factor());
-    let mut px: Vec<[f32; 3]> = img.chunks_exact(3).map(|p| [p[0], p[1], p[2]].map(|v| f32::from(v) * brightness)).collect();
+    // On the stack: this runs for every view the loader draws.
+    let mut px = [[0f32; 3]; IMAGE_BYTES / 3];
+    for (p, src) in px.iter_mut().zip(img.chunks_exact(3)) {
+        *p = [src[0], src[1], src[2]].map(|v| f32::from(v) * brightness);
+    }
     // Contrast blends with the image's mean grey, saturation with each pixel's own grey.
     let mean = px.iter().map(|&p| luma(p)).sum::<f32>() / px.len() as f32;
     for p in &mut px {
