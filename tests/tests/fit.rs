@@ -200,7 +200,7 @@ fn resume_drops_the_metrics_written_after_the_checkpoint() {
 /// a teacher of another width refused on resume.
 #[test]
 fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
-    use dim_trainer::fit::config::{Distill, TeacherLayer};
+    use dim_trainer::fit::config::{Distill, StudentLayer, TeacherLayer};
     use dim_trainer::fit::teacher::TeacherKey;
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let teacher = |file: &str| models.join(file).to_string_lossy().into_owned();
@@ -222,6 +222,22 @@ fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
     // InfoNCE is bounded by 0 here (no log N term); at chance it is −log(8 + 1024): the batch's
     // 7 other rows and 1,024 drawn ones besides the positive.
     assert!(distill.iter().all(|&d| d <= 1e-6 && d > -1032f64.ln() - 1.0), "{distill:?}");
+
+    // The student's fc layer (128 wide in tiny, Y is 64) as the critic's input: it learns too,
+    // along another path than Y's (same seed, same batches, other losses).
+    let on_fc = dir.path().join("fc");
+    std::fs::create_dir_all(&on_fc).unwrap();
+    for f in ["teacher.npy", "teacher.json"] {
+        std::fs::copy(full.join(f), on_fc.join(f)).unwrap();
+    }
+    let fc_config = distilled("tiny/encoder.onnx").with_max_steps(Some(32));
+    let fc_distill = Distill { student_layer: StudentLayer::Fc, ..fc_config.distill.clone().unwrap() };
+    fit(fc_config.with_distill(Some(fc_distill)), &on_fc, &opts(false)).unwrap();
+    let fc_bound: Vec<f64> = dim_trainer::fit::metrics::steps(&on_fc.join("metrics.jsonl")).unwrap().iter().map(|s| s.losses.distill_mi).collect();
+    assert!(mean(&fc_bound[26..]) > mean(&fc_bound[..6]) + 0.1, "the bound on fc should rise: {fc_bound:?}");
+    assert_ne!(fc_bound, distill, "fc and Y are different students");
+    let saved = dim_trainer::fit::config::TrainConfig::load_file(&on_fc.join("config.json")).unwrap();
+    assert_eq!(saved.model_config().distill.map(|d| d.0), Some(128), "the run's config rebuilds the fc-wide critic");
 
     fit(distilled("tiny/encoder.onnx").with_max_steps(Some(19)), &split, &opts(false)).unwrap();
     let cached = std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap();

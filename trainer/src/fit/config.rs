@@ -52,6 +52,24 @@ impl TeacherLayer {
     }
 }
 
+/// Which layer of the student carries the teacher's representation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StudentLayer {
+    /// The student's representation Y (the runs up to session 22).
+    #[default]
+    Y,
+    /// The student's fc layer (after BN and ReLU): the layer the fc probe reads, one linear
+    /// layer before Y, so the teacher shapes it directly instead of through Y's projection.
+    Fc,
+}
+
+impl StudentLayer {
+    fn is_y(&self) -> bool {
+        *self == Self::Y
+    }
+}
+
 /// Distillation from a trained teacher encoder: a [`crate::model::DistillCritic`] scores the
 /// student's Y against the teacher's representation of the same image, and the run's estimator
 /// turns the scores into a mutual-information bound, added to the loss with weight `weight`.
@@ -63,6 +81,10 @@ pub struct Distill {
     pub teacher: String,
     #[serde(default = "Distill::default_layer")]
     pub layer: TeacherLayer,
+    /// The student's layer the critic reads (Y unless asked; left out of the file when Y, so
+    /// older runs' configs read back unchanged).
+    #[serde(default, skip_serializing_if = "StudentLayer::is_y")]
+    pub student_layer: StudentLayer,
     /// Weight δ of the distillation term.
     #[serde(default = "Distill::default_weight")]
     pub weight: f64,
@@ -116,6 +138,7 @@ impl Distill {
         Self {
             teacher,
             layer: Self::default_layer(),
+            student_layer: StudentLayer::Y,
             weight: Self::default_weight(),
             width: Self::default_width(),
             temperature: Self::default_temperature(),
@@ -217,8 +240,17 @@ impl TrainConfig {
 
     pub fn model_config(&self) -> DimModelConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
-            .with_distill(self.distill.as_ref().and_then(|d| Some((d.teacher_dim?, d.width, d.temperature))))
+            .with_distill(self.distill.as_ref().and_then(|d| Some((self.student_dim(d.student_layer), d.teacher_dim?, d.width, d.temperature))))
             .with_bf16_products(self.bf16)
+    }
+
+    /// Width of the student's layer `layer`.
+    pub fn student_dim(&self, layer: StudentLayer) -> usize {
+        let e = self.encoder();
+        match layer {
+            StudentLayer::Y => e.y_dim,
+            StudentLayer::Fc => e.fc,
+        }
     }
 
     /// The learning rate of step `step` (0-based), `steps_per_epoch` steps to an epoch: the
@@ -356,8 +388,16 @@ mod tests {
         assert_eq!((d.layer, d.weight, d.width, d.temperature, d.negatives, d.teacher_dim), (TeacherLayer::Fc, 0.5, 128, 0.1, 1024, None));
         // No critic until `fit` knows the teacher's width; then one of that shape.
         assert_eq!(c.model_config().distill, None);
-        let c = c.with_distill(Some(Distill { teacher_dim: Some(1024), ..d }));
-        assert_eq!(c.model_config().distill, Some((1024, 128, 0.1)));
+        let c = c.with_distill(Some(Distill { teacher_dim: Some(1024), ..d.clone() }));
+        assert_eq!(c.model_config().distill, Some((64, 1024, 128, 0.1)), "the student's Y (64 wide) by default");
+        assert_eq!(d.student_layer, StudentLayer::Y);
+        assert!(!serde_json::to_string(&d).unwrap().contains("student_layer"), "left out when Y: old configs read back unchanged");
+        let fc = TrainConfig::new()
+            .overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\nstudent_layer = \"fc\"\nteacher_dim = 1024\n", true, "c.toml")
+            .unwrap();
+        assert_eq!(fc.model_config().distill, Some((128, 1024, 128, 0.1)), "tiny's fc is 128 wide");
+        let back: Distill = serde_json::from_str(&serde_json::to_string(fc.distill.as_ref().unwrap()).unwrap()).unwrap();
+        assert_eq!(back.student_layer, StudentLayer::Fc);
         assert!(c.clone().with_alpha(0.0).with_beta(0.0).validate().is_ok(), "distillation alone trains the encoder");
         let bad = c.with_distill(Some(Distill { temperature: 0.0, ..Distill::from_teacher("t.onnx".into()) }));
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("temperature"));

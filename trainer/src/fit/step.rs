@@ -5,7 +5,7 @@
 //! discriminator (its own loss, on detached Y). The step's randomness (prior samples, the
 //! penalty's directions) is seeded by `(seed, step)`, so `--resume` continues exactly.
 
-use super::config::TrainConfig;
+use super::config::{StudentLayer, TrainConfig};
 use super::state::TrainState;
 use super::teacher::Teacher;
 use crate::data::Batch;
@@ -188,7 +188,11 @@ pub fn step_timed(
             let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
             (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
         });
-        let scores = critic.scores(t.clone(), out.y.clone(), extra.clone());
+        let student = match config.distill.as_ref().map_or(StudentLayer::Y, |d| d.student_layer) {
+            StudentLayer::Y => out.y.clone(),
+            StudentLayer::Fc => out.fc.clone(),
+        };
+        let scores = critic.scores(t.clone(), student, extra.clone());
         distill_mi = match config.distill.as_ref().and_then(|d| d.teacher_temperature) {
             Some(tau) => objective::soft_target_bound(&scores, &crate::model::critic::teacher_scores(t, extra, tau)),
             None => mi_lower_bound(&scores, config.estimator),

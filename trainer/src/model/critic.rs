@@ -371,7 +371,8 @@ impl GlobalCritic {
 
 /// Distillation critic (contrastive representation distillation, Tian et al. 2020): scores
 /// (student representation `Y_j`, teacher representation `T`) pairs by the cosine of their
-/// linear embeddings to width `W`, over a temperature `τ`. Row `j` is the student's `Y_j`; its
+/// linear embeddings to width `W`, over a temperature `τ`. Row `j` is the student's `Y_j` (or
+/// its fc row, `[distill] student_layer`); its
 /// positive is the teacher's `T_j` of the same image, its negatives the teacher's rows of the
 /// other images of the batch and of `K` more images drawn from the teacher's cache.
 ///
@@ -393,8 +394,9 @@ pub struct DistillCritic {
 }
 
 impl DistillCritic {
-    pub fn new(y_dim: usize, teacher_dim: usize, width: usize, temperature: f64, device: &Device) -> Self {
-        Self { student: LinearConfig::new(y_dim, width).init(device), teacher: LinearConfig::new(teacher_dim, width).init(device), temperature }
+    /// `student_dim`: the width of the student's layer it reads (Y or fc).
+    pub fn new(student_dim: usize, teacher_dim: usize, width: usize, temperature: f64, device: &Device) -> Self {
+        Self { student: LinearConfig::new(student_dim, width).init(device), teacher: LinearConfig::new(teacher_dim, width).init(device), temperature }
     }
 
     /// Scores `cos(e_s(Y_j), e_t(T)) / τ`: positives `[B, 1]` (`T_j`); negatives `[B, B + K]`,

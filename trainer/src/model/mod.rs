@@ -35,9 +35,10 @@ pub struct DimModelConfig {
     pub critic_width: usize,
     pub with_local: bool,
     pub with_global: bool,
-    /// The distillation critic: `(teacher width, embedding width W, temperature τ)`.
+    /// The distillation critic: `(student layer width, teacher width, embedding width W,
+    /// temperature τ)`.
     #[config(default = "None")]
-    pub distill: Option<(usize, usize, f64)>,
+    pub distill: Option<(usize, usize, usize, f64)>,
     /// The encoder's and the local critic's large products in bf16 (CPU only; `fit --bf16`).
     #[config(default = false)]
     pub bf16_products: bool,
@@ -51,7 +52,7 @@ impl DimModelConfig {
             encoder: self.encoder.init(device),
             local: self.with_local.then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
             global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
-            distill: self.distill.map(|(t, w, tau)| DistillCritic::new(y, t, w, tau, device)),
+            distill: self.distill.map(|(s, t, w, tau)| DistillCritic::new(s, t, w, tau, device)),
         };
         model.set_bf16_products(self.bf16_products);
         model
