@@ -237,9 +237,10 @@ pub struct FitArgs {
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Distil this teacher encoder (an f32 ONNX file from `trainer export`, e.g.
-    /// models/dim32/encoder.onnx) into the one trained: the student's Y learns to carry the
-    /// teacher's representation through a critic and the run's estimator, beside its own DIM
-    /// loss. The teacher embeds the data once; the rows are cached in OUT/teacher.npy.
+    /// models/dim32/encoder.onnx) into the one trained: the student's Y (or its fc, with
+    /// --student-layer fc) learns to carry the teacher's representation through a critic and the
+    /// run's estimator, beside its own DIM loss. The teacher embeds the data once; the rows are
+    /// cached in OUT/teacher.npy.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
     /// The teacher's layer to distil: fc (default), y or conv.
