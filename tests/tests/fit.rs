@@ -232,12 +232,16 @@ fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
     }
     let fc_config = distilled("tiny/encoder.onnx").with_max_steps(Some(32));
     let fc_distill = Distill { student_layer: StudentLayer::Fc, ..fc_config.distill.clone().unwrap() };
-    fit(fc_config.with_distill(Some(fc_distill)), &on_fc, &opts(false)).unwrap();
+    let fc_config = fc_config.with_distill(Some(fc_distill));
+    fit(fc_config.clone(), &on_fc, &opts(false)).unwrap();
     let fc_bound: Vec<f64> = dim_trainer::fit::metrics::steps(&on_fc.join("metrics.jsonl")).unwrap().iter().map(|s| s.losses.distill_mi).collect();
     assert!(mean(&fc_bound[26..]) > mean(&fc_bound[..6]) + 0.1, "the bound on fc should rise: {fc_bound:?}");
     assert_ne!(fc_bound, distill, "fc and Y are different students");
     let saved = dim_trainer::fit::config::TrainConfig::load_file(&on_fc.join("config.json")).unwrap();
     assert_eq!(saved.model_config().distill.map(|d| d.0), Some(128), "the run's config rebuilds the fc-wide critic");
+    // Resuming the Y run with the fc critic is refused before any checkpoint is read.
+    let err = format!("{:#}", fit(fc_config.with_max_steps(Some(40)), &full, &opts(true)).unwrap_err());
+    assert!(err.contains("student layer") && err.contains("(Fc, Y, 16)") && err.contains("(Fc, Fc, 16)"), "{err}");
 
     fit(distilled("tiny/encoder.onnx").with_max_steps(Some(19)), &split, &opts(false)).unwrap();
     let cached = std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap();

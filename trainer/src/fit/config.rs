@@ -71,7 +71,7 @@ impl StudentLayer {
 }
 
 /// Distillation from a trained teacher encoder: a [`crate::model::DistillCritic`] scores the
-/// student's Y against the teacher's representation of the same image, and the run's estimator
+/// student's Y (or fc: `student_layer`) against the teacher's representation of the same image, and the run's estimator
 /// turns the scores into a mutual-information bound, added to the loss with weight `weight`.
 /// The teacher's representations are computed once per run and cached (`fit::teacher`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
