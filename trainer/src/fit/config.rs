@@ -2,10 +2,11 @@
 //! every checkpoint (`config.json`), and `--config FILE` (TOML or JSON) overrides the defaults.
 
 use crate::data::Augment;
-use crate::model::{DimModelConfig, EncoderConfig, LocalCriticKind};
+use crate::model::{DimModelConfig, EncoderConfig, EncoderOutput, LocalCriticKind};
 use crate::objective::{Estimator, Prior};
 use anyhow::{Context, bail};
 use burn::config::Config;
+use burn::prelude::Tensor;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,11 +69,27 @@ impl StudentLayer {
     fn is_y(&self) -> bool {
         *self == Self::Y
     }
+
+    /// Its width in `encoder` (the critic's student embedding is built for it).
+    pub fn width(self, encoder: &EncoderConfig) -> usize {
+        match self {
+            Self::Y => encoder.y_dim,
+            Self::Fc => encoder.fc,
+        }
+    }
+
+    /// Its rows in a forward pass `[B, width]`.
+    pub fn rows(self, out: &EncoderOutput) -> Tensor<2> {
+        match self {
+            Self::Y => out.y.clone(),
+            Self::Fc => out.fc.clone(),
+        }
+    }
 }
 
 /// Distillation from a trained teacher encoder: a [`crate::model::DistillCritic`] scores the
-/// student's Y (or fc: `student_layer`) against the teacher's representation of the same image, and the run's estimator
-/// turns the scores into a mutual-information bound, added to the loss with weight `weight`.
+/// student's Y (or fc: `student_layer`) against the teacher's representation of the same image,
+/// and the run's estimator turns the scores into a mutual-information bound, added to the loss with weight `weight`.
 /// The teacher's representations are computed once per run and cached (`fit::teacher`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Distill {
@@ -240,17 +257,8 @@ impl TrainConfig {
 
     pub fn model_config(&self) -> DimModelConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
-            .with_distill(self.distill.as_ref().and_then(|d| Some((self.student_dim(d.student_layer), d.teacher_dim?, d.width, d.temperature))))
+            .with_distill(self.distill.as_ref().and_then(|d| Some((d.student_layer.width(&self.encoder()), d.teacher_dim?, d.width, d.temperature))))
             .with_bf16_products(self.bf16)
-    }
-
-    /// Width of the student's layer `layer`.
-    pub fn student_dim(&self, layer: StudentLayer) -> usize {
-        let e = self.encoder();
-        match layer {
-            StudentLayer::Y => e.y_dim,
-            StudentLayer::Fc => e.fc,
-        }
     }
 
     /// The learning rate of step `step` (0-based), `steps_per_epoch` steps to an epoch: the

@@ -188,10 +188,7 @@ pub fn step_timed(
             let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
             (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
         });
-        let student = match config.distill.as_ref().map_or(StudentLayer::Y, |d| d.student_layer) {
-            StudentLayer::Y => out.y.clone(),
-            StudentLayer::Fc => out.fc.clone(),
-        };
+        let student = config.distill.as_ref().map_or(StudentLayer::Y, |d| d.student_layer).rows(&out);
         let scores = critic.scores(t.clone(), student, extra.clone());
         distill_mi = match config.distill.as_ref().and_then(|d| d.teacher_temperature) {
             Some(tau) => objective::soft_target_bound(&scores, &crate::model::critic::teacher_scores(t, extra, tau)),
