@@ -265,3 +265,58 @@ fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
     assert!(err.contains("width 128") && err.contains("1024"), "{err}");
     assert_eq!(std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap(), cached, "the refused teacher did not replace the run's cache");
 }
+
+/// `--init-encoder` with the shipped tiny's f32 file: the new run's checkpoint before any step
+/// exports to the file's function (same embeddings through tract), the run records the file and
+/// trains on from it, `--resume` continues from the checkpoint, and a file of another model is
+/// refused with the fix.
+#[test]
+fn a_run_started_from_an_exported_encoder_computes_it_and_trains_on() {
+    use dim_trainer::data::{ImageSource, Shapes, load_inputs};
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let file = models.join("tiny/encoder.onnx");
+    let warm = quick_config().with_init_encoder(Some(file.to_string_lossy().into_owned()));
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start");
+    let s = fit(warm.clone().with_max_steps(Some(0)), &start, &opts(false)).unwrap();
+    assert_eq!(s.steps, 0);
+    let onnx = dir.path().join("start.onnx");
+    dim_trainer::export::run(&start, &onnx, false).unwrap();
+    let embed = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let encoder = dim_runtime::Encoder::from_bytes_with_layers(&bytes, &dim_trainer::export::PROBE_LAYERS).unwrap();
+        let shapes = Shapes::new(64, 3);
+        let idx: Vec<usize> = (0..shapes.len()).collect();
+        encoder.embed_layers(&load_inputs(&shapes, &idx).unwrap()).unwrap()
+    };
+    let (want, got) = (embed(&file), embed(&onnx));
+    for (layer, (w, g)) in ["y", "relu3", "fc_relu"].iter().zip(want.iter().zip(&got)) {
+        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let worst = w.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "{layer}: the warm start's export differs from the file by {worst} (largest value {scale})");
+    }
+    let saved = dim_trainer::fit::config::TrainConfig::load_file(&start.join("config.json")).unwrap();
+    assert_eq!(saved.init_encoder.as_deref(), Some(file.to_string_lossy().as_ref()));
+
+    // It trains on from there, and resumes from its own checkpoint (the file is not read again:
+    // a resumed run reproduces the uninterrupted one).
+    let (full, split) = (dir.path().join("full"), dir.path().join("split"));
+    fit(warm.clone().with_learning_rate(1e-3).with_max_steps(Some(12)), &full, &opts(false)).unwrap();
+    fit(warm.clone().with_learning_rate(1e-3).with_max_steps(Some(7)), &split, &opts(false)).unwrap();
+    fit(warm.clone().with_learning_rate(1e-3).with_max_steps(Some(12)), &split, &opts(true)).unwrap();
+    assert_eq!(step_losses(&full), step_losses(&split));
+    // The encoder itself trained (its parameters are leaves of the step's graph, not constants).
+    let trained = dir.path().join("trained.onnx");
+    dim_trainer::export::run(&full, &trained, false).unwrap();
+    let moved = embed(&trained)[0].iter().zip(&want[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(moved > 1e-3, "12 steps at Adam 1e-3 left the encoder where the file put it (largest change in y {moved})");
+    // From the file, not from the seed's random weights: the first losses differ.
+    let fresh = dir.path().join("fresh");
+    fit(quick_config().with_learning_rate(1e-3).with_max_steps(Some(3)), &fresh, &opts(false)).unwrap();
+    assert_ne!(step_losses(&fresh)[..3], step_losses(&full)[..3]);
+
+    let dim32 = models.join("dim32/encoder.onnx");
+    let err =
+        format!("{:#}", fit(quick_config().with_init_encoder(Some(dim32.to_string_lossy().into_owned())), &dir.path().join("x"), &opts(false)).unwrap_err());
+    assert!(err.contains("dim32/encoder.onnx") && err.contains("--model"), "{err}");
+}

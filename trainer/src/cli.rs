@@ -236,6 +236,12 @@ pub struct FitArgs {
     /// Write a checkpoint every N steps too (default: at epoch ends only).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Start a new run from this encoder's weights instead of random ones (an f32 ONNX file from
+    /// `trainer export`, e.g. models/dim32/encoder.onnx): fine-tune a shipped encoder, or carry
+    /// a long run on from its exported file. The critics start fresh; each BatchNorm the export
+    /// folded is rebuilt from the first 2,048 training images. Ignored by --resume.
+    #[arg(long)]
+    pub init_encoder: Option<PathBuf>,
     /// Distil this teacher encoder (an f32 ONNX file from `trainer export`, e.g.
     /// models/dim32/encoder.onnx) into the one trained: the student's Y (or its fc, with
     /// --student-layer fc) learns to carry the teacher's representation through a critic and the
@@ -614,6 +620,9 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     c.skip_bad |= a.skip_bad;
     c.bf16 |= a.bf16;
     c.cosine |= a.cosine;
+    if let Some(f) = &a.init_encoder {
+        c.init_encoder = Some(f.to_string_lossy().into_owned());
+    }
     if let Some(t) = &a.teacher {
         let t = t.to_string_lossy().into_owned();
         let d = c.distill.get_or_insert_with(|| Distill::from_teacher(t.clone()));

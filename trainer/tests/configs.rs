@@ -57,3 +57,16 @@ fn the_second_long_run_differs_from_the_first_by_its_rate_and_bf16() {
     let same = TrainConfig { learning_rate: first.learning_rate, bf16: first.bf16, ..second };
     assert_eq!(serde_json::to_value(&same).unwrap(), serde_json::to_value(&first).unwrap());
 }
+
+/// The warm-started long run is the first run's recipe from the shipped encoder, over its own
+/// cosine at half the first run's peak rate, in bf16.
+#[test]
+fn the_warm_run_carries_the_shipped_encoder_on_with_the_first_runs_recipe() {
+    let first = TrainConfig::load_file(&configs_dir().join("dim32-b256.toml")).unwrap();
+    let warm = TrainConfig::load_file(&configs_dir().join("dim32-b256-warm.toml")).unwrap();
+    assert_eq!(warm.init_encoder.as_deref(), Some("models/dim32/encoder.onnx"));
+    assert!(configs_dir().join("..").join(warm.init_encoder.as_deref().unwrap()).is_file());
+    assert_eq!((warm.learning_rate, warm.epochs, warm.bf16), (5e-4, 60, true));
+    let same = TrainConfig { init_encoder: None, learning_rate: first.learning_rate, epochs: first.epochs, bf16: first.bf16, ..warm };
+    assert_eq!(serde_json::to_value(&same).unwrap(), serde_json::to_value(&first).unwrap());
+}

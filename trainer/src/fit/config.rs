@@ -238,6 +238,11 @@ pub struct TrainConfig {
     /// Also write a checkpoint every this many steps (0 = only at epoch ends).
     #[config(default = 0)]
     pub checkpoint_every: usize,
+    /// A new run starts from this encoder's weights (an f32 ONNX file from `trainer export`)
+    /// instead of random ones; the critics start fresh (`fit::warm_start`). A resumed run
+    /// continues from its checkpoint and ignores it.
+    #[config(default = "None")]
+    pub init_encoder: Option<String>,
     /// Distil a teacher encoder into this one (`[distill]`; none by default).
     #[config(default = "None")]
     pub distill: Option<Distill>,

@@ -12,6 +12,7 @@ pub mod state;
 pub mod step;
 pub mod teacher;
 pub mod train;
+pub mod warm_start;
 
 pub use config::{BackendKind, ModelKind, TrainConfig};
 pub use state::{TrainState, device, new_state};

@@ -155,11 +155,22 @@ fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The state a call starts from: fresh (seeded), or the checkpoint's, after checking that the
-/// data still holds the images the run trained on and dropping metrics written after it.
-fn start(config: &TrainConfig, out: &Path, resume_from: Option<&Path>, source: &dyn ImageSource, device: &Device) -> anyhow::Result<(TrainState, Progress)> {
+/// The state a call starts from: fresh (seeded, the encoder from `init_encoder` if the config
+/// names one), or the checkpoint's, after checking that the data still holds the images the run
+/// trained on and dropping metrics written after it.
+fn start(
+    config: &TrainConfig,
+    out: &Path,
+    resume_from: Option<&Path>,
+    source: &dyn ImageSource,
+    train_idx: &[usize],
+    device: &Device,
+) -> anyhow::Result<(TrainState, Progress)> {
     let mut state = new_state(config, device);
     let mut progress = Progress::default();
+    if let (None, Some(file)) = (resume_from, &config.init_encoder) {
+        state.model.encoder = super::warm_start::open(Path::new(file), config, source, train_idx, state.model.encoder)?;
+    }
     if let Some(ck) = resume_from {
         state = checkpoint::load_into(ck, config, device, state)?;
         progress = checkpoint::load_progress(ck)?;
@@ -237,7 +248,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     let (source, train_idx, val_idx) = open_data(&config)?;
     eprintln!("data: {} ({} train / {} validation)", source.describe(), train_idx.len(), val_idx.len());
     let teacher = open_teacher(&mut config, &*source, &train_idx, out)?;
-    let (mut state, mut progress) = start(&config, out, resume_from.as_deref(), &*source, &device)?;
+    let (mut state, mut progress) = start(&config, out, resume_from.as_deref(), &*source, &train_idx, &device)?;
     let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
