@@ -25,7 +25,7 @@ use super::config::TrainConfig;
 use crate::data::{self, ImageSource};
 use crate::export::{Folded, Layers};
 use crate::model::EncoderNet;
-use crate::model::conv_rows::{Grid, conv_rows, nchw_to_rows, rows_to_nchw};
+use crate::model::conv_rows::{conv_rows, nchw_to_rows, rows_to_nchw};
 use crate::model::encoder::ConvBlock;
 use anyhow::{Context, bail};
 use burn::module::{Param, RunningState};
@@ -67,7 +67,7 @@ pub fn unfold(layers: &Layers, mut fresh: EncoderNet, images: Tensor<4>) -> anyh
         set_to_undo(&mut block.bn, &z);
         (x, grid) = (relu(z), next);
     }
-    let flat = flatten(x, grid, fresh.global_pool);
+    let flat = fresh.fc_input(rows_to_nchw(x, grid));
     set_linear(&mut fresh.fc, &layers.fc).context("fc")?;
     let z = fresh.fc.forward(flat);
     set_to_undo(&mut fresh.fc_bn, &z);
@@ -77,12 +77,6 @@ pub fn unfold(layers: &Layers, mut fresh: EncoderNet, images: Tensor<4>) -> anyh
 
 fn pooling(global_pool: bool) -> &'static str {
     if global_pool { "pools globally" } else { "flattens the 4×4 map" }
-}
-
-/// The last block's rows as `fc`'s input, as `EncoderNet::forward` makes it.
-fn flatten(rows: Tensor<2>, grid: Grid, global_pool: bool) -> Tensor<2> {
-    let map = rows_to_nchw(rows, grid);
-    if global_pool { map.mean_dim(3).mean_dim(2).flatten(1, 3) } else { map.flatten(1, 3) }
 }
 
 fn unfold_conv(block: &mut ConvBlock, folded: &Folded) -> anyhow::Result<()> {

@@ -128,6 +128,11 @@ pub struct EncoderOutput {
 }
 
 impl EncoderNet {
+    /// The last block's map `[B, C', 4, 4]` as `fc`'s input: pooled globally or flattened.
+    pub fn fc_input(&self, conv: Tensor<4>) -> Tensor<2> {
+        if self.global_pool { conv.mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.flatten(1, 3) }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> EncoderOutput {
         let (x, grid) = nchw_to_rows(x);
         let bf16 = self.bf16_products;
@@ -136,7 +141,7 @@ impl EncoderNet {
         let local = rows_to_nchw(local_rows.clone(), grid);
         let (conv, grid) = self.conv3.forward(local_rows, grid, bf16);
         let conv = rows_to_nchw(conv, grid);
-        let flat: Tensor<2> = if self.global_pool { conv.clone().mean_dim(3).mean_dim(2).flatten(1, 3) } else { conv.clone().flatten(1, 3) };
+        let flat = self.fc_input(conv.clone());
         let fc_bias = self.fc.bias.as_ref().map(|b| b.val().unsqueeze_dim(0));
         let fc_pre = super::product(flat, self.fc.weight.val(), bf16);
         let fc_pre = match fc_bias {
