@@ -74,7 +74,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .with_gamma(b.gamma)
                 .with_bf16(b.bf16);
             config.validate()?;
-            let precision = if b.bf16 { ", bf16 products" } else { "" };
+            let precision = match (b.bf16, dim_trainer::model::bf16::native_products()) {
+                (false, _) => "",
+                (true, true) => ", bf16 products",
+                // Measured as asked, so the slowdown that makes `fit` take f32 can be seen.
+                (true, false) => ", bf16 products widened to f32 in software (no AVX512-BF16 here: `fit` would run f32)",
+            };
             eprintln!(
                 "bench: {:?}, encode-and-dot critic W={}, batch {}{precision}, {} steps after {} warm-up",
                 b.model, b.critic_width, b.batch_size, b.steps, b.warmup

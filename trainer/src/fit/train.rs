@@ -188,6 +188,20 @@ fn start(
     Ok((state, progress))
 }
 
+/// Whether the run's products go in bf16: `bf16` asks for it, and it pays only where the CPU
+/// multiplies bf16 itself (`native`); elsewhere the f32 step is the faster one, so the run takes
+/// it and says why. The config keeps `bf16`, so a resume on a CPU that has it goes back to bf16
+/// (the two mix within a run: docs/recipes.md, "The prior off, and bf16 products").
+fn products_in_bf16(config: &TrainConfig, native: bool) -> bool {
+    if config.bf16 && !native {
+        eprintln!(
+            "bf16: this CPU has no AVX512-BF16, so bf16 products would be widened to f32 in software, slower than f32 ones; training with f32 products (the config keeps bf16 for a CPU that has it)"
+        );
+        return false;
+    }
+    config.bf16
+}
+
 /// The teacher of a distilling run (cached in `out`), with the width of its layer written into
 /// the config (the critic's shape depends on it; see [`super::config::Distill::teacher_dim`]).
 fn open_teacher(config: &mut TrainConfig, source: &dyn ImageSource, train_idx: &[usize], out: &Path) -> anyhow::Result<Option<Teacher>> {
@@ -249,6 +263,7 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
     eprintln!("data: {} ({} train / {} validation)", source.describe(), train_idx.len(), val_idx.len());
     let teacher = open_teacher(&mut config, &*source, &train_idx, out)?;
     let (mut state, mut progress) = start(&config, out, resume_from.as_deref(), &*source, &train_idx, &device)?;
+    state.model.set_bf16_products(products_in_bf16(&config, crate::model::bf16::native_products()));
     let loader = train_loader(&config, source.clone(), train_idx.clone());
     let per_epoch = loader.batches_per_epoch();
     if per_epoch == 0 {
@@ -352,4 +367,17 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
         closing_knn(knn, out, &mut metrics)?;
     }
     Ok(FitSummary { steps: progress.step, checkpoint, interrupted, losses, img_per_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_products_are_taken_only_where_the_cpu_has_them() {
+        let asked = TrainConfig::new().with_bf16(true);
+        assert!(products_in_bf16(&asked, true), "asked for, native: bf16");
+        assert!(!products_in_bf16(&asked, false), "asked for, widened in software: f32");
+        assert!(!products_in_bf16(&TrainConfig::new(), true), "not asked for: f32");
+    }
 }

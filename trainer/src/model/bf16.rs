@@ -20,6 +20,22 @@ use burn_flex::{FlexTensor, Layout};
 use half::bf16;
 use rayon::prelude::*;
 
+/// Whether this CPU multiplies bf16 itself: x86-64 with AVX512-BF16, the `vdpbf16ps` kernel
+/// `gemmkit` picks. Without it `gemmkit` widens every operand to f32 in software, and a bf16
+/// product costs more than the f32 one it was meant to beat: a dim32 step (batch 256, W=512)
+/// ran 2.2× slower than in f32 on an AVX2-only EPYC (`trainer bench` with and without `--bf16`,
+/// alternating; docs/recipes.md), so `fit` runs f32 products there.
+pub fn native_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Products in bf16 with f32 accumulation.
 #[backend_extension(Flex, Autodiff)]
 pub trait Bf16Products: Backend {
