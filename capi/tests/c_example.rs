@@ -16,26 +16,15 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `libdim_runtime_c.a` of this build, beside the `deps/` folder this test runs from. `cargo test`
-/// builds the library as an rlib only, so the static library is built here by cargo, for this
-/// test's target and profile (everything it needs is already compiled: it only links).
+/// `libdim_runtime_c.a` of this build. `cargo test` compiles the library once with every crate
+/// type of its `[lib]` (cdylib, staticlib, rlib) into the `deps/` folder this test runs from, with
+/// this test's features and profile, so the C example links what the test build made. (Calling
+/// `cargo build -p dim-capi` here instead resolved the features of a one-package build and
+/// recompiled tract and its dependencies: 6 of CI's 90 minutes, twice with the ARM run.)
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.args(["build", "-p", "dim-capi", "--lib"]).current_dir(root());
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    if let Some(triple) =
-        dir.parent().and_then(Path::file_name).and_then(|n| n.to_str()).filter(|n| ["aarch64-unknown-linux-gnu", "x86_64-unknown-linux-gnu"].contains(n))
-    {
-        cargo.args(["--target", triple]);
-    }
-    let out = cargo.output().expect("cargo");
-    assert!(out.status.success(), "cargo build -p dim-capi failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let lib = dir.join("libdim_runtime_c.a");
-    assert!(lib.exists(), "{} is missing after cargo build -p dim-capi", lib.display());
+    let lib = exe.with_file_name("libdim_runtime_c.a");
+    assert!(lib.exists(), "{} is missing: `cargo test -p dim-capi` builds it beside this test", lib.display());
     lib
 }
 
