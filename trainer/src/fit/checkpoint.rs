@@ -4,7 +4,7 @@
 
 use super::config::TrainConfig;
 use super::state::TrainState;
-use crate::model::DimModel;
+use crate::model::{DimModel, PriorDiscriminator};
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::prelude::*;
@@ -180,6 +180,12 @@ pub fn load_model(ckpt: &Path, config: &TrainConfig, device: &Device) -> anyhow:
     config.model_config().init(device).try_load_record(record(&p)?).map_err(io(&p))
 }
 
+/// Loads the prior discriminator of a checkpoint into `disc` (one of the run's shape, on its device).
+pub fn load_disc(ckpt: &Path, disc: PriorDiscriminator) -> anyhow::Result<PriorDiscriminator> {
+    let p = ckpt.join("disc.bpk");
+    disc.try_load_record(record(&p)?).map_err(io(&p))
+}
+
 /// Loads the whole trainable state of a checkpoint into `state`.
 pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: TrainState) -> anyhow::Result<TrainState> {
     let model = load_model(ckpt, config, device)?;
@@ -187,8 +193,7 @@ pub fn load_into(ckpt: &Path, config: &TrainConfig, device: &Device, state: Trai
     let optim = state.optim.load(&p).map_err(io(&p))?;
     let (disc, disc_optim) = match state.disc {
         Some(d) => {
-            let p = ckpt.join("disc.bpk");
-            let d = d.try_load_record(record(&p)?).map_err(io(&p))?;
+            let d = load_disc(ckpt, d)?;
             let p = ckpt.join("disc_optim.bpk");
             (Some(d), state.disc_optim.load(&p).map_err(io(&p))?)
         }

@@ -243,6 +243,11 @@ pub struct TrainConfig {
     /// continues from its checkpoint and ignores it.
     #[config(default = "None")]
     pub init_encoder: Option<String>,
+    /// A new run takes its critics and the prior's discriminator from this checkpoint (a
+    /// `step-*` folder or a run folder, of a run with the same critics) instead of fresh ones
+    /// (`fit::warm_start::critics`); Adam still starts fresh. A resumed run ignores it.
+    #[config(default = "None")]
+    pub init_critics: Option<String>,
     /// Distil a teacher encoder into this one (`[distill]`; none by default).
     #[config(default = "None")]
     pub distill: Option<Distill>,

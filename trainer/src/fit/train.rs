@@ -155,8 +155,8 @@ fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The state a call starts from: fresh (seeded, the encoder from `init_encoder` if the config
-/// names one), or the checkpoint's, after checking that the data still holds the images the run
+/// The state a call starts from: fresh (seeded, the encoder from `init_encoder` and the critics
+/// from `init_critics` if the config names them), or the checkpoint's, after checking that the data still holds the images the run
 /// trained on and dropping metrics written after it.
 fn start(
     config: &TrainConfig,
@@ -170,6 +170,9 @@ fn start(
     let mut progress = Progress::default();
     if let (None, Some(file)) = (resume_from, &config.init_encoder) {
         state.model.encoder = super::warm_start::open(Path::new(file), config, source, train_idx, state.model.encoder)?;
+    }
+    if let (None, Some(ckpt)) = (resume_from, &config.init_critics) {
+        state = super::warm_start::critics(Path::new(ckpt), config, device, state)?;
     }
     if let Some(ck) = resume_from {
         state = checkpoint::load_into(ck, config, device, state)?;

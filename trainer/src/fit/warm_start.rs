@@ -1,7 +1,10 @@
 //! `fit --init-encoder FILE`: a new run that starts from an exported encoder's weights instead of
 //! random ones (fine-tuning a shipped encoder on other images, or a long run carried on from the
 //! `models/` file when its checkpoints are gone). The critics, the prior's discriminator and
-//! Adam's moments start fresh; only the encoder is taken.
+//! Adam's moments start fresh; only the encoder is taken — unless `--init-critics CKPT` also
+//! takes the critics and the discriminator from a checkpoint ([`critics`]): a fresh critic
+//! costs the encoder what it learnt (docs/recipes.md, "Session 24: short warm cycles": one
+//! epoch from an export lost 1.8 points of fc where the same epoch resumed kept them).
 //!
 //! An export has each BatchNorm folded into the layer before it (`export`): the layer computes
 //! `z = W′x + b′` where training computed `BN(Wx + b)`. Training needs a BatchNorm back, and in
@@ -21,7 +24,9 @@
 //! - in training `BN(z) = z` up to the difference between a batch's statistics and the
 //!   calibration images' — what any trained BatchNorm sees too.
 
+use super::checkpoint;
 use super::config::TrainConfig;
+use super::state::TrainState;
 use crate::data::{self, ImageSource};
 use crate::export::{Folded, Layers};
 use crate::model::EncoderNet;
@@ -73,6 +78,37 @@ pub fn unfold(layers: &Layers, mut fresh: EncoderNet, images: Tensor<4>) -> anyh
     set_to_undo(&mut fresh.fc_bn, &z);
     set_linear(&mut fresh.y, &layers.y).context("y")?;
     Ok(fresh)
+}
+
+/// `state` (a new run's) with the critics and the prior's discriminator of the checkpoint `ckpt`
+/// (a `step-*` folder or a run folder); the encoder and both optimisers stay as they are. The
+/// checkpoint's run must have critics of this run's shapes: the same model, local critic, width,
+/// α, β and distillation (bf16 aside, which changes no weight).
+pub fn critics(ckpt: &Path, config: &TrainConfig, device: &Device, mut state: TrainState) -> anyhow::Result<TrainState> {
+    let ckpt = checkpoint::resolve(ckpt).context("--init-critics")?;
+    let theirs = checkpoint::load_config(&ckpt).with_context(|| format!("--init-critics {}", ckpt.display()))?;
+    let shapes = |c: &TrainConfig| serde_json::to_value(c.model_config().with_bf16_products(false)).expect("a config serialises");
+    if shapes(&theirs) != shapes(config) {
+        bail!(
+            "--init-critics {}: its run's critics have other shapes than this run's (model {:?}, local critic {:?}, width {}, alpha {}, beta {} there); pass a checkpoint of a run with this run's settings",
+            ckpt.display(),
+            theirs.model,
+            theirs.local_critic,
+            theirs.critic_width,
+            theirs.alpha,
+            theirs.beta
+        );
+    }
+    let model = checkpoint::load_model(&ckpt, &theirs, device)?;
+    (state.model.local, state.model.global, state.model.distill) = (model.local, model.global, model.distill);
+    if let Some(disc) = state.disc.take() {
+        if theirs.gamma <= 0.0 {
+            bail!("--init-critics {}: its run had no prior discriminator (gamma 0) and this one has", ckpt.display());
+        }
+        state.disc = Some(checkpoint::load_disc(&ckpt, disc)?);
+    }
+    eprintln!("init: critics{} from {}", if state.disc.is_some() { " and the prior's discriminator" } else { "" }, ckpt.display());
+    Ok(state)
 }
 
 fn pooling(global_pool: bool) -> &'static str {
@@ -128,6 +164,7 @@ mod tests {
     use super::*;
     use crate::model::EncoderConfig;
     use rand::{Rng, SeedableRng, rngs::StdRng};
+    use std::path::PathBuf;
 
     fn random<const D: usize>(dims: [usize; D], low: f32, high: f32, rng: &mut StdRng) -> Tensor<D> {
         let n = dims.iter().product::<usize>();
@@ -235,5 +272,62 @@ mod tests {
         let (_, layers, images) = exported(&EncoderConfig::tiny(), 7);
         let err = format!("{:#}", unfold(&layers, EncoderConfig::dim32().init(&Device::flex()), images).unwrap_err());
         assert!(err.contains("--model"), "{err}");
+    }
+
+    /// Every float parameter of `m`, in visiting order.
+    fn flat(m: &impl Module) -> Vec<f32> {
+        struct Flat(Vec<f32>);
+        impl burn::module::ModuleVisitor for Flat {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.extend(values(param.val()));
+            }
+        }
+        let mut f = Flat(Vec::new());
+        m.visit(&mut f);
+        f.0
+    }
+
+    fn saved_run(config: &TrainConfig, dir: &Path) -> (TrainState, PathBuf) {
+        let state = crate::fit::new_state(config, &Device::flex().autodiff());
+        let at = checkpoint::Progress { step: 1, epoch: 0, batch: 1, images: Some(100) };
+        let ckpt = checkpoint::save(dir, config, at, &state).unwrap();
+        (state, ckpt)
+    }
+
+    /// `--init-critics`: the critics and the discriminator are the checkpoint's, bit for bit; the
+    /// encoder is the new run's own (another seed here, so every part tells which run it is from).
+    #[test]
+    fn the_critics_and_the_discriminator_come_from_the_checkpoint_the_encoder_stays() {
+        use crate::fit::config::ModelKind;
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig::new().with_model(ModelKind::Tiny).with_critic_width(16);
+        let (old, _) = saved_run(&config, dir.path());
+        let new_config = config.clone().with_seed(1).with_bf16(true);
+        let fresh = crate::fit::new_state(&new_config, &Device::flex().autodiff());
+        let own_encoder = flat(&fresh.model.encoder);
+        assert_ne!(flat(&fresh.model.local), flat(&old.model.local), "the seeds draw the same critic: the test would be vacuous");
+        let got = critics(dir.path(), &new_config, &Device::flex().autodiff(), fresh).unwrap();
+        assert_eq!(flat(&got.model.local), flat(&old.model.local));
+        assert_eq!(flat(&got.disc), flat(&old.disc));
+        assert!(!flat(&got.disc).is_empty());
+        assert_eq!(flat(&got.model.encoder), own_encoder);
+    }
+
+    /// Critics of another width (or a run without the discriminator this one has) are refused
+    /// with what differs, not loaded into the wrong shapes.
+    #[test]
+    fn critics_of_another_run_shape_are_refused() {
+        use crate::fit::config::ModelKind;
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainConfig::new().with_model(ModelKind::Tiny).with_critic_width(16);
+        saved_run(&config, dir.path());
+        let device = Device::flex().autodiff();
+        let wider = config.clone().with_critic_width(32);
+        let err = format!("{:#}", critics(dir.path(), &wider, &device, crate::fit::new_state(&wider, &device)).err().expect("refused"));
+        assert!(err.contains("other shapes") && err.contains("width 16"), "{err}");
+        let no_prior = tempfile::tempdir().unwrap();
+        saved_run(&config.clone().with_gamma(0.0), no_prior.path());
+        let err = format!("{:#}", critics(no_prior.path(), &config, &device, crate::fit::new_state(&config, &device)).err().expect("refused"));
+        assert!(err.contains("no prior discriminator"), "{err}");
     }
 }
