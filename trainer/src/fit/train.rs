@@ -156,8 +156,8 @@ fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
 }
 
 /// The state a call starts from: fresh (seeded, the encoder from `init_encoder` and the critics
-/// from `init_critics` if the config names them), or the checkpoint's, after checking that the data still holds the images the run
-/// trained on and dropping metrics written after it.
+/// from `init_critics` if the config names them), or the checkpoint's, after checking that the
+/// data still holds the images the run trained on and dropping metrics written after it.
 fn start(
     config: &TrainConfig,
     out: &Path,
