@@ -200,7 +200,7 @@ fn resume_drops_the_metrics_written_after_the_checkpoint() {
 /// a teacher of another width refused on resume.
 #[test]
 fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
-    use dim_trainer::fit::config::{Distill, StudentLayer, TeacherLayer};
+    use dim_trainer::fit::config::{Distill, DistillObjective, StudentLayer, TeacherLayer};
     use dim_trainer::fit::teacher::TeacherKey;
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let teacher = |file: &str| models.join(file).to_string_lossy().into_owned();
@@ -239,9 +239,22 @@ fn distillation_learns_caches_its_teacher_and_resumes_exactly() {
     assert_ne!(fc_bound, distill, "fc and Y are different students");
     let saved = dim_trainer::fit::config::TrainConfig::load_file(&on_fc.join("config.json")).unwrap();
     assert_eq!(saved.model_config().distill.map(|d| d.0), Some(128), "the run's config rebuilds the fc-wide critic");
+    // The regression objective (a head predicting the teacher's row, by cosine) learns too; its
+    // term is a mean cosine − 1, so it stays in [−2, 0].
+    let regress = dir.path().join("regress");
+    std::fs::create_dir_all(&regress).unwrap();
+    for f in ["teacher.npy", "teacher.json"] {
+        std::fs::copy(full.join(f), regress.join(f)).unwrap();
+    }
+    let r_config = distilled("tiny/encoder.onnx").with_max_steps(Some(32));
+    let r_distill = Distill { student_layer: StudentLayer::Fc, objective: DistillObjective::Regress, ..r_config.distill.clone().unwrap() };
+    fit(r_config.with_distill(Some(r_distill)), &regress, &opts(false)).unwrap();
+    let r_term: Vec<f64> = dim_trainer::fit::metrics::steps(&regress.join("metrics.jsonl")).unwrap().iter().map(|s| s.losses.distill_mi).collect();
+    assert!(r_term.iter().all(|&r| (-2.0 - 1e-6..=1e-6).contains(&r)), "{r_term:?}");
+    assert!(mean(&r_term[26..]) > mean(&r_term[..6]) + 0.05, "the regression's cosine should rise: {r_term:?}");
     // Resuming the Y run with the fc critic is refused before any checkpoint is read.
     let err = format!("{:#}", fit(fc_config.with_max_steps(Some(40)), &full, &opts(true)).unwrap_err());
-    assert!(err.contains("student layer") && err.contains("(Fc, Y, 16)") && err.contains("(Fc, Fc, 16)"), "{err}");
+    assert!(err.contains("student layer") && err.contains("(Fc, Y, Contrast, 16)") && err.contains("(Fc, Fc, Contrast, 16)"), "{err}");
 
     fit(distilled("tiny/encoder.onnx").with_max_steps(Some(19)), &split, &opts(false)).unwrap();
     let cached = std::fs::metadata(split.join("teacher.npy")).unwrap().modified().unwrap();

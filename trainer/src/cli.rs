@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use dim_trainer::embed::EmbedOptions;
 use dim_trainer::eval::Settings;
 use dim_trainer::eval::run::{CheckOptions, DataOptions, EvalOptions};
-use dim_trainer::fit::config::{BackendKind, Distill, ModelKind, StudentLayer, TeacherLayer, TrainConfig};
+use dim_trainer::fit::config::{BackendKind, Distill, DistillObjective, ModelKind, StudentLayer, TeacherLayer, TrainConfig};
 use dim_trainer::fit::preset::Preset;
 use dim_trainer::model::LocalCriticKind;
 use dim_trainer::objective::Estimator;
@@ -20,6 +20,7 @@ const ESTIMATORS: [&str; 3] = ["jsd", "infonce", "dv"];
 const BACKENDS: [&str; 3] = ["cpu", "cuda", "wgpu"];
 const TEACHER_LAYERS: [&str; 3] = ["fc", "y", "conv"];
 const STUDENT_LAYERS: [&str; 2] = ["y", "fc"];
+const DISTILL_OBJECTIVES: [&str; 2] = ["contrast", "regress"];
 
 /// A clap parser for a domain enum by its config-file name; `--help` lists the names.
 fn choice<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T> {
@@ -262,6 +263,10 @@ pub struct FitArgs {
     /// probe reads).
     #[arg(long, value_parser = choice::<StudentLayer>(&STUDENT_LAYERS))]
     pub student_layer: Option<StudentLayer>,
+    /// How the student learns the teacher: contrast (default: pick its image's teacher row
+    /// among others) or regress (predict the teacher's row through a linear head, by cosine).
+    #[arg(long, value_parser = choice::<DistillObjective>(&DISTILL_OBJECTIVES))]
+    pub distill_objective: Option<DistillObjective>,
     /// Weight δ of the distillation term (default 1).
     #[arg(value_parser = non_negative, long)]
     pub distill_weight: Option<f64>,
@@ -641,12 +646,13 @@ pub fn fit_config(a: &FitArgs) -> anyhow::Result<TrainConfig> {
         Some(d) => {
             d.layer = a.teacher_layer.unwrap_or(d.layer);
             d.student_layer = a.student_layer.unwrap_or(d.student_layer);
+            d.objective = a.distill_objective.unwrap_or(d.objective);
             d.weight = a.distill_weight.unwrap_or(d.weight);
             d.follow_flips |= a.follow_flips;
         }
-        None if a.teacher_layer.is_some() || a.student_layer.is_some() || a.distill_weight.is_some() || a.follow_flips => {
+        None if a.teacher_layer.is_some() || a.student_layer.is_some() || a.distill_objective.is_some() || a.distill_weight.is_some() || a.follow_flips => {
             anyhow::bail!(
-                "--teacher-layer, --student-layer, --distill-weight and --follow-flips set up distillation: name the teacher with --teacher (or [distill] in --config)"
+                "--teacher-layer, --student-layer, --distill-objective, --distill-weight and --follow-flips set up distillation: name the teacher with --teacher (or [distill] in --config)"
             )
         }
         None => {}
@@ -763,6 +769,7 @@ mod tests {
         names(&ESTIMATORS, &[Estimator::Jsd, Estimator::InfoNce, Estimator::Dv]);
         names(&TEACHER_LAYERS, &[TeacherLayer::Fc, TeacherLayer::Y, TeacherLayer::Conv]);
         names(&STUDENT_LAYERS, &[StudentLayer::Y, StudentLayer::Fc]);
+        names(&DISTILL_OBJECTIVES, &[DistillObjective::Contrast, DistillObjective::Regress]);
         names(&BACKENDS, &[BackendKind::Cpu, BackendKind::Cuda, BackendKind::Wgpu]);
         <Cli as clap::CommandFactory>::command().debug_assert();
         assert!(fit_defaults().contains("critic_width = 2048"), "{}", fit_defaults());

@@ -87,6 +87,29 @@ impl StudentLayer {
     }
 }
 
+/// How the student learns its teacher's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillObjective {
+    /// Contrastive (CRD; with `teacher_temperature`, SEED's soft targets): the student's row
+    /// must pick its own image's teacher row among the batch's and the extra negatives, both
+    /// sides embedded to `width`. The term is the run's MI bound (0 its ceiling).
+    #[default]
+    Contrast,
+    /// Regression (DisCo, Gao et al. 2022): a linear head predicts the teacher's standardised
+    /// row from the student's, scored by their cosine; the term is the mean cosine − 1 (0 its
+    /// ceiling). Unlike a contrastive bound it cannot saturate once the student can tell the
+    /// images apart: it asks for the teacher's whole row, every dimension of it.
+    /// `width`, `temperature`, `negatives` and `teacher_temperature` play no part.
+    Regress,
+}
+
+impl DistillObjective {
+    fn is_contrast(&self) -> bool {
+        *self == Self::Contrast
+    }
+}
+
 /// Distillation from a trained teacher encoder: a [`crate::model::DistillCritic`] scores the
 /// student's Y (or fc: `student_layer`) against the teacher's representation of the same image,
 /// and the run's estimator turns the scores into a mutual-information bound, added to the loss with weight `weight`.
@@ -102,6 +125,10 @@ pub struct Distill {
     /// older runs' configs read back unchanged).
     #[serde(default, skip_serializing_if = "StudentLayer::is_y")]
     pub student_layer: StudentLayer,
+    /// Contrastive (default) or regression (left out of the file when contrastive, so older
+    /// runs' configs read back unchanged).
+    #[serde(default, skip_serializing_if = "DistillObjective::is_contrast")]
+    pub objective: DistillObjective,
     /// Weight δ of the distillation term.
     #[serde(default = "Distill::default_weight")]
     pub weight: f64,
@@ -156,6 +183,7 @@ impl Distill {
             teacher,
             layer: Self::default_layer(),
             student_layer: StudentLayer::Y,
+            objective: DistillObjective::Contrast,
             weight: Self::default_weight(),
             width: Self::default_width(),
             temperature: Self::default_temperature(),
@@ -268,6 +296,7 @@ impl TrainConfig {
     pub fn model_config(&self) -> DimModelConfig {
         DimModelConfig::new(self.encoder(), self.local_critic, self.critic_width, self.beta > 0.0, self.alpha > 0.0)
             .with_distill(self.distill.as_ref().and_then(|d| Some((d.student_layer.width(&self.encoder()), d.teacher_dim?, d.width, d.temperature))))
+            .with_distill_regress(self.distill.as_ref().is_some_and(|d| d.objective == DistillObjective::Regress))
             .with_bf16_products(self.bf16)
     }
 
@@ -347,6 +376,9 @@ impl TrainConfig {
             && !(t.is_finite() && t > 0.0)
         {
             bail!("[distill]: teacher_temperature must be finite and > 0 (got {t}); leave it out for one-hot targets");
+        }
+        if self.distill.as_ref().is_some_and(|d| d.objective == DistillObjective::Regress && d.teacher_temperature.is_some()) {
+            bail!("[distill]: teacher_temperature sets a contrastive objective's soft targets, and objective = \"regress\" has none: drop one of the two");
         }
         if !(1..=2).contains(&self.views) {
             bail!("views must be 1 or 2 (got {})", self.views);
@@ -435,6 +467,23 @@ mod tests {
         let mut flipping = follow;
         flipping.augment.hflip = true;
         assert!(flipping.validate().is_ok());
+    }
+
+    #[test]
+    fn a_regression_objective_builds_a_head_and_refuses_soft_targets() {
+        let d = TrainConfig::new().overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\n", true, "c.toml").unwrap().distill.unwrap();
+        assert_eq!(d.objective, DistillObjective::Contrast, "contrastive by default");
+        assert!(!serde_json::to_string(&d).unwrap().contains("objective"), "left out when contrastive: old configs read back unchanged");
+        let r = TrainConfig::new()
+            .overlay("model = \"tiny\"\n[distill]\nteacher = \"t.onnx\"\nobjective = \"regress\"\nteacher_dim = 1024\n", true, "c.toml")
+            .unwrap();
+        assert!(r.validate().is_ok());
+        assert!(r.model_config().distill_regress);
+        assert!(!TrainConfig::new().with_distill(Some(Distill { teacher_dim: Some(1024), ..d })).model_config().distill_regress);
+        let back: Distill = serde_json::from_str(&serde_json::to_string(r.distill.as_ref().unwrap()).unwrap()).unwrap();
+        assert_eq!(back.objective, DistillObjective::Regress);
+        let soft = r.clone().with_distill(Some(Distill { teacher_temperature: Some(0.1), ..r.distill.clone().unwrap() }));
+        assert!(format!("{:#}", soft.validate().unwrap_err()).contains("regress"), "soft targets have no meaning for a regression");
     }
 
     /// Every config the repository ships parses and validates: a typo in a long run's config

@@ -5,7 +5,7 @@
 //! discriminator (its own loss, on detached Y). The step's randomness (prior samples, the
 //! penalty's directions) is seeded by `(seed, step)`, so `--resume` continues exactly.
 
-use super::config::{StudentLayer, TrainConfig};
+use super::config::{DistillObjective, StudentLayer, TrainConfig};
 use super::state::TrainState;
 use super::teacher::Teacher;
 use crate::data::Batch;
@@ -180,19 +180,23 @@ pub fn step_timed(
         let Some(teacher) = teacher else { bail!("the model distils a teacher, but the step was given none") };
         let (b, w) = (batch.len(), teacher.width());
         let t = Tensor::<2>::from_data(TensorData::new(teacher.views(&batch.sources, &batch.flipped), [b, w]), device);
-        let k = config.distill.as_ref().map_or(0, |d| d.negatives);
-        // Its own stream, so the prior's draws below are the same with or without distillation.
-        let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x94D0_49BB_1331_11EB) ^ 0xD157_111A);
-        let extra = (k > 0).then(|| {
-            let (rows, mask) = teacher.negatives(k, &batch.sources, &mut rng);
-            let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
-            (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
-        });
         let student = config.distill.as_ref().map_or(StudentLayer::Y, |d| d.student_layer).rows(&out);
-        let scores = critic.scores(t.clone(), student, extra.clone());
-        distill_mi = match config.distill.as_ref().and_then(|d| d.teacher_temperature) {
-            Some(tau) => objective::soft_target_bound(&scores, &crate::model::critic::teacher_scores(t, extra, tau)),
-            None => mi_lower_bound(&scores, config.estimator),
+        distill_mi = if config.distill.as_ref().is_some_and(|d| d.objective == DistillObjective::Regress) {
+            critic.regression(t, student)
+        } else {
+            let k = config.distill.as_ref().map_or(0, |d| d.negatives);
+            // Its own stream, so the prior's draws below are the same with or without distillation.
+            let mut rng = StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x94D0_49BB_1331_11EB) ^ 0xD157_111A);
+            let extra = (k > 0).then(|| {
+                let (rows, mask) = teacher.negatives(k, &batch.sources, &mut rng);
+                let rows = Tensor::<2>::from_data(TensorData::new(rows, [k, w]), device);
+                (rows, mask.map(|m| Tensor::<2>::from_data(TensorData::new(m, [b, k]), device)))
+            });
+            let scores = critic.scores(t.clone(), student, extra.clone());
+            match config.distill.as_ref().and_then(|d| d.teacher_temperature) {
+                Some(tau) => objective::soft_target_bound(&scores, &crate::model::critic::teacher_scores(t, extra, tau)),
+                None => mi_lower_bound(&scores, config.estimator),
+            }
         };
         loss = loss - distill_mi.clone() * config.distill_weight();
         phases.mark(Phase::Distill);

@@ -110,10 +110,10 @@ fn resolve_run(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Re
 /// (seed, validation size). The rest — length, learning rate, data path, augmentation, … — may
 /// change on resume; what changed is printed.
 fn same_run(saved: &TrainConfig, new: &TrainConfig) -> anyhow::Result<()> {
-    let distill = |c: &TrainConfig| c.distill.as_ref().map(|d| (d.layer, d.student_layer, d.width));
+    let distill = |c: &TrainConfig| c.distill.as_ref().map(|d| (d.layer, d.student_layer, d.objective, d.width));
     if distill(saved) != distill(new) {
         bail!(
-            "the checkpoint's distillation is {:?} (teacher layer, student layer, critic width); these flags ask for {:?}: keep the run's [distill] settings, or start a new run in another --out",
+            "the checkpoint's distillation is {:?} (teacher layer, student layer, objective, critic width); these flags ask for {:?}: keep the run's [distill] settings, or start a new run in another --out",
             distill(saved),
             distill(new)
         );

@@ -385,10 +385,14 @@ impl GlobalCritic {
 ///
 /// Why normalised: with a plain dot product the critic can raise the bound by growing its scale
 /// alone; on the unit sphere with a fixed `τ` only better-aligned embeddings raise it.
+///
+/// Without a teacher embedding ([`Self::regressor`]) the teacher's rows are used as they are
+/// and the student's embedding predicts them: [`Self::regression`]'s head.
 #[derive(Module, Debug)]
 pub struct DistillCritic {
     pub student: Linear,
-    pub teacher: Linear,
+    /// None: the teacher's rows unembedded (a regression head's target space).
+    pub teacher: Option<Linear>,
     #[module(skip)]
     pub temperature: f64,
 }
@@ -396,7 +400,31 @@ pub struct DistillCritic {
 impl DistillCritic {
     /// `student_dim`: the width of the student's layer it reads (Y or fc).
     pub fn new(student_dim: usize, teacher_dim: usize, width: usize, temperature: f64, device: &Device) -> Self {
-        Self { student: LinearConfig::new(student_dim, width).init(device), teacher: LinearConfig::new(teacher_dim, width).init(device), temperature }
+        Self { student: LinearConfig::new(student_dim, width).init(device), teacher: Some(LinearConfig::new(teacher_dim, width).init(device)), temperature }
+    }
+
+    /// The regression head of `[distill] objective = "regress"`: the student's layer mapped
+    /// linearly to the teacher's width; the teacher's rows are the targets, not embedded (a
+    /// learned teacher embedding would let both sides collapse onto one constant row).
+    pub fn regressor(student_dim: usize, teacher_dim: usize, device: &Device) -> Self {
+        Self { student: LinearConfig::new(student_dim, teacher_dim).init(device), teacher: None, temperature: 1.0 }
+    }
+
+    /// The regression term `mean_j cos(e_s(S_j), T_j) − 1` (`[1]`, in `[−2, 0]`, 0 when every
+    /// prediction points along its teacher row). Cosine, not squared error, for the reason the
+    /// scores are normalised: the head cannot win by scale. With a teacher embedding
+    /// ([`Self::new`]) `T_j` is embedded first.
+    pub fn regression(&self, teacher: Tensor<2>, student: Tensor<2>) -> Tensor<1> {
+        let s = unit_rows(self.student.forward(student));
+        let t = unit_rows(self.embed_teacher(teacher));
+        (s * t).sum_dim(1).mean() - 1.0
+    }
+
+    fn embed_teacher(&self, teacher: Tensor<2>) -> Tensor<2> {
+        match &self.teacher {
+            Some(linear) => linear.forward(teacher),
+            None => teacher,
+        }
     }
 
     /// Scores `cos(e_s(Y_j), e_t(T)) / τ`: positives `[B, 1]` (`T_j`); negatives `[B, B + K]`,
@@ -404,10 +432,11 @@ impl DistillCritic {
     /// `None` = all) marking which extra rows are real negatives for row `j` (not image `j`).
     pub fn scores(&self, teacher: Tensor<2>, y: Tensor<2>, extra: Option<(Tensor<2>, Option<Tensor<2>>)>) -> Scores {
         let s = unit_rows(self.student.forward(y));
-        let t = unit_rows(self.teacher.forward(teacher));
+        let t = unit_rows(self.embed_teacher(teacher));
         let extra = extra.map(|(extra, mask)| {
-            let mut e = extra.matmul(self.teacher.weight.val().detach());
-            if let Some(bias) = &self.teacher.bias {
+            let Some(linear) = &self.teacher else { return (unit_rows(extra), mask) };
+            let mut e = extra.matmul(linear.weight.val().detach());
+            if let Some(bias) = &linear.bias {
                 let width = bias.dims()[0];
                 e = e + bias.val().detach().reshape([1, width]);
             }
@@ -473,8 +502,9 @@ mod tests {
         let d = Device::flex();
         let mut c = DistillCritic::new(2, 2, 2, 0.5, &d);
         let eye = || burn::module::Param::from_tensor(Tensor::<2>::eye(2, &d));
-        (c.student.weight, c.teacher.weight) = (eye(), eye());
-        (c.student.bias, c.teacher.bias) = (None, None);
+        let teacher = c.teacher.as_mut().unwrap();
+        (c.student.weight, teacher.weight) = (eye(), eye());
+        (c.student.bias, teacher.bias) = (None, None);
         let t = Tensor::<2>::from_floats([[3.0, 0.0], [1.0, 1.0]], &d);
         let y = Tensor::<2>::from_floats([[2.0, 0.0], [0.0, 5.0]], &d);
         let s = c.scores(t.clone(), y.clone(), None);
@@ -501,6 +531,28 @@ mod tests {
         close(s.pos, &[4.0, 4.0]);
         close(s.neg, &[4.0, 4.0 * h, 0.0, 4.0 * h, 4.0, -4.0 * h]);
         close(s.neg_mask.unwrap(), &[0.0, 1.0, 1.0, 1.0, 0.0, 1.0]);
+    }
+
+    /// Hand-computed: an identity head, so the term is the mean cosine of the inputs, minus 1.
+    #[test]
+    fn distill_regression_is_the_mean_cosine_minus_one() {
+        let d = Device::flex();
+        let head = DistillCritic::regressor(3, 5, &d);
+        assert_eq!((head.student.weight.dims(), head.teacher.is_none()), ([3, 5], true), "student → teacher width, no teacher embedding");
+        let mut c = DistillCritic::regressor(2, 2, &d);
+        (c.student.weight, c.student.bias) = (burn::module::Param::from_tensor(Tensor::<2>::eye(2, &d)), None);
+        let t = Tensor::<2>::from_floats([[3.0, 0.0], [1.0, 1.0]], &d);
+        let s = Tensor::<2>::from_floats([[2.0, 0.0], [0.0, 5.0]], &d);
+        // cos(S_0, T_0) = 1, cos(S_1, T_1) = 1/√2: (1 + 1/√2) / 2 − 1.
+        let want = (1.0 + std::f32::consts::FRAC_1_SQRT_2) / 2.0 - 1.0;
+        let got = values(c.regression(t.clone(), s.clone()))[0];
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        // Its scores (unembedded teacher rows) are the same cosines, over τ = 1.
+        let sc = c.scores(t, s, None);
+        assert!(values(sc.pos).iter().zip([1.0, std::f32::consts::FRAC_1_SQRT_2]).all(|(a, b)| (a - b).abs() < 1e-6));
+        // The head cannot win by scale: S scaled by 7 reads the same.
+        let scaled = values(c.regression(Tensor::<2>::from_floats([[3.0, 0.0], [1.0, 1.0]], &d), Tensor::<2>::from_floats([[14.0, 0.0], [0.0, 35.0]], &d)))[0];
+        assert!((scaled - want).abs() < 1e-6);
     }
 
     #[test]

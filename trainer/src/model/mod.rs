@@ -39,6 +39,10 @@ pub struct DimModelConfig {
     /// temperature τ)`.
     #[config(default = "None")]
     pub distill: Option<(usize, usize, usize, f64)>,
+    /// The distillation critic is a regression head (`[distill] objective = "regress"`): the
+    /// student's layer mapped to the teacher's width, the teacher's rows as they are.
+    #[config(default = false)]
+    pub distill_regress: bool,
     /// The encoder's and the local critic's large products in bf16 (CPU only; `fit --bf16`).
     #[config(default = false)]
     pub bf16_products: bool,
@@ -52,7 +56,9 @@ impl DimModelConfig {
             encoder: self.encoder.init(device),
             local: self.with_local.then(|| LocalCritic::new(self.local_critic, local_channels, y, self.critic_width, device)),
             global: self.with_global.then(|| GlobalCritic::new(local_channels, y, device)),
-            distill: self.distill.map(|(s, t, w, tau)| DistillCritic::new(s, t, w, tau, device)),
+            distill: self
+                .distill
+                .map(|(s, t, w, tau)| if self.distill_regress { DistillCritic::regressor(s, t, device) } else { DistillCritic::new(s, t, w, tau, device) }),
         };
         model.set_bf16_products(self.bf16_products);
         model
