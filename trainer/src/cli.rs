@@ -14,7 +14,7 @@ use dim_trainer::quantize::QuantizeOptions;
 use std::path::PathBuf;
 
 /// The names the domain enums are written with in config files (serde, kebab-case).
-const MODELS: [&str; 3] = ["dim32", "tiny", "tiny-flat"];
+const MODELS: [&str; 2] = ["dim32", "tiny"];
 const CRITICS: [&str; 3] = ["encode-dot", "encode-dot-ln", "concat-conv"];
 const ESTIMATORS: [&str; 3] = ["jsd", "infonce", "dv"];
 const BACKENDS: [&str; 3] = ["cpu", "cuda", "wgpu"];
@@ -764,7 +764,7 @@ mod tests {
                 assert!(names.contains(&s.as_str().unwrap()), "{s} is not offered");
             }
         }
-        names(&MODELS, &[ModelKind::Dim32, ModelKind::Tiny, ModelKind::TinyFlat]);
+        names(&MODELS, &[ModelKind::Dim32, ModelKind::Tiny]);
         names(&CRITICS, &[LocalCriticKind::EncodeDot, LocalCriticKind::EncodeDotLn, LocalCriticKind::ConcatConv]);
         names(&ESTIMATORS, &[Estimator::Jsd, Estimator::InfoNce, Estimator::Dv]);
         names(&TEACHER_LAYERS, &[TeacherLayer::Fc, TeacherLayer::Y, TeacherLayer::Conv]);

@@ -16,9 +16,6 @@ pub enum ModelKind {
     Dim32,
     /// MCU encoder, 118 K parameters, 2.6 M MAC.
     Tiny,
-    /// `tiny` with fc on the flattened map instead of a global pool (127 K parameters, 1.9 M
-    /// MAC; `EncoderConfig::tiny_flat`, a candidate under study).
-    TinyFlat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -293,7 +290,6 @@ impl TrainConfig {
         match self.model {
             ModelKind::Dim32 => EncoderConfig::dim32(),
             ModelKind::Tiny => EncoderConfig::tiny(),
-            ModelKind::TinyFlat => EncoderConfig::tiny_flat(),
         }
     }
 
