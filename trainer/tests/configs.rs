@@ -72,7 +72,7 @@ fn the_warm_run_carries_the_shipped_encoder_on_with_the_first_runs_recipe() {
 }
 
 /// The regression recipe is the shipped tiny's (`tiny-distill-soft.toml`) with only its
-/// distillation objective changed: regression on the student's fc at δ = 16 (so no soft targets),
+/// distillation objective changed: regression on the student's fc at δ = 64 (so no soft targets),
 /// and 20 epochs, the length its recipes.md row was measured at.
 #[test]
 fn the_regression_recipe_is_the_shipped_tinys_with_a_regressed_teacher() {
@@ -80,11 +80,11 @@ fn the_regression_recipe_is_the_shipped_tinys_with_a_regressed_teacher() {
     let soft = TrainConfig::load_file(&configs_dir().join("tiny-distill-soft.toml")).unwrap();
     let regress = TrainConfig::load_file(&configs_dir().join("tiny-distill-regress.toml")).unwrap();
     let d = regress.distill.clone().unwrap();
-    assert_eq!((d.objective, d.student_layer, d.weight, d.teacher_temperature, regress.epochs), (DistillObjective::Regress, StudentLayer::Fc, 16.0, None, 20));
+    assert_eq!((d.objective, d.student_layer, d.weight, d.teacher_temperature, regress.epochs), (DistillObjective::Regress, StudentLayer::Fc, 64.0, None, 20));
     let distill = Distill {
         objective: DistillObjective::Regress,
         student_layer: StudentLayer::Fc,
-        weight: 16.0,
+        weight: 64.0,
         teacher_temperature: None,
         ..soft.distill.clone().unwrap()
     };
