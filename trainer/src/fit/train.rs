@@ -4,7 +4,7 @@
 //! `(seed, step)` (the step), so `--resume` continues exactly where an uninterrupted run would.
 
 use super::checkpoint::{self, Progress};
-use super::config::TrainConfig;
+use super::config::{DistillObjective, TrainConfig};
 use super::knn::knn_report;
 use super::metrics::{EpochRecord, KnnRecord, MetricsWriter, MonitorRecord, StepRecord};
 use super::monitor;
@@ -334,7 +334,9 @@ pub fn fit(config: TrainConfig, out: &Path, opts: &FitOptions) -> anyhow::Result
                 progress.batch = 0;
                 last_ckpt = Some(save_after_step(out, &config, progress, &state, &last_ckpt)?);
                 let m = epoch.mean();
-                let distill = if teacher.is_some() { format!(" distill MI {:.4}", m.distill_mi) } else { String::new() };
+                // A regression's term is a mean cosine − 1, not a bound on MI: named for what it is.
+                let term = if config.distill.as_ref().is_some_and(|d| d.objective == DistillObjective::Regress) { "distill cos−1" } else { "distill MI" };
+                let distill = if teacher.is_some() { format!(" {term} {:.4}", m.distill_mi) } else { String::new() };
                 let msg = format!(
                     "epoch {}/{}: loss {:.4} local MI {:.4}{distill} prior {:.4} disc {:.4} ({rate:.0} img/s)",
                     progress.epoch, config.epochs, m.loss, m.local_mi, m.prior, m.disc
